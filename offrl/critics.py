@@ -1,0 +1,69 @@
+"""Ensemble critics: E Q-functions (or V-functions) per seed as one stacked network, with target copies.
+
+Q(s, a) for all members is one batched matmul chain over weights [S, E, in, out]. Inputs are [S, B, d]
+(the same batch for every member) or [S, E, B, d] (a batch per member). Outputs are [S, E, B].
+Reducers combine members: min (TD3, SAC, CQL), mean, or the min over a random subset (REDQ-style).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from offrl.nets import MLP, init_seeded, soft_update
+from offrl.rng import SeedStreams
+
+
+class EnsembleCritic(nn.Module):
+    """E members per seed. `act_dim=0` makes it a state-value ensemble V(s)."""
+
+    def __init__(self, seeds: Sequence[int], obs_dim: int, act_dim: int, hidden: Sequence[int],
+                 num_members: int = 2, activation: str = "relu", layer_norm: bool = False, tag: str = "critic"):
+        super().__init__()
+        self.num_members = num_members
+        self.net = init_seeded(MLP((len(seeds), num_members), obs_dim + act_dim, hidden, 1,
+                                   activation=activation, layer_norm=layer_norm), seeds, tag)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+        x = obs if action is None else torch.cat([obs, action], dim=-1)
+        if x.dim() == 3:  # [S, B, d] -> the same batch for every member
+            x = x.unsqueeze(1)
+        return self.net(x).squeeze(-1)  # [S, E, B]
+
+
+class CriticWithTarget(nn.Module):
+    """A critic and its Polyak-averaged target copy (the target takes no gradients)."""
+
+    def __init__(self, critic: EnsembleCritic):
+        super().__init__()
+        self.online = critic
+        self.target = copy.deepcopy(critic).requires_grad_(False)
+
+    def forward(self, obs, action=None):
+        return self.online(obs, action)
+
+    def update_target(self, tau: float) -> None:
+        soft_update(self.target, self.online, tau)
+
+
+def reduce_members(q: torch.Tensor, how: str = "min", subset: int | None = None,
+                   streams: SeedStreams | None = None) -> torch.Tensor:
+    """Combine the member axis of q [S, E, B] into [S, B].
+
+    how: "min", "mean", or "subset_min" (min over `subset` members drawn per seed and step, REDQ-style;
+    needs `streams`).
+    """
+    if how == "min":
+        return q.min(dim=1).values
+    if how == "mean":
+        return q.mean(dim=1)
+    if how == "subset_min":
+        if streams is None or subset is None:
+            raise ValueError("subset_min needs `subset` and `streams`")
+        # A random permutation per seed: argsort of uniform keys; take the first `subset` members.
+        order = streams.uniform(q.shape[1]).argsort(dim=1)[:, :subset]  # [S, subset]
+        picked = torch.gather(q, 1, order[:, :, None].expand(-1, -1, q.shape[2]))
+        return picked.min(dim=1).values
+    raise ValueError(f"unknown reducer {how!r}: use min, mean or subset_min")

@@ -1,0 +1,125 @@
+"""Dataset names -> Datasets. One place decides where data comes from, and always says what it chose.
+
+Names:
+    offrl:<family>-<level>        the suite's generated dataset (built on first use, no download)
+    minari:<namespace/name-vN>    a local Minari dataset (never downloaded here)
+    d4rl:<env>-<dataset>-v2       a D4RL hdf5 file in $D4RL_DATASET_DIR or ~/.d4rl/datasets
+    <bare name>                   tried in the order of SEARCH_ORDER: the first source that has it wins
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+
+from offrl.data import recipes
+from offrl.data.dataset import Dataset, from_arrays
+from offrl.errors import OfflineRLError
+
+Log = Callable[[str], None]
+
+
+def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str) -> Dataset:
+    from offrl.data.minari_reader import load_minari
+
+    arrays, meta, _ = load_minari(dataset_id, root=recipes.minari_store())
+    prov = recipes.read_provenance(dataset_id)
+    env_id = recipe.env_id
+    space = gym.spec(env_id)
+    env = gym.make(env_id)
+    low, high = env.action_space.low.tolist(), env.action_space.high.tolist()
+    env.close()
+    return from_arrays(
+        f"{recipe.family}-{level}", arrays, family=recipe.family, source="offrl",
+        version=f"{dataset_id}", ref_min_score=float(meta["ref_min_score"]),
+        ref_max_score=float(meta["ref_max_score"]), env_factory=lambda: gym.make(env_id),
+        provenance=dict(prov, minari_id=dataset_id, action_low=low, action_high=high,
+                        max_episode_steps=space.max_episode_steps))
+
+
+def resolve_generated(name: str, size: int | None = None, build: bool = True, log: Log = print) -> Dataset | None:
+    found = recipes.split_name(name)
+    if found is None:
+        return None
+    recipe, level = found
+    dataset_id = recipes.minari_id(recipe, level, size)
+    if not recipes.is_built(dataset_id):
+        if not build:
+            return None
+        recipes.build(recipe, level, size=size, log=log)
+    log(f"dataset {name}: offrl's generated {dataset_id} in {recipes.dataset_path(dataset_id)}")
+    return _load_generated(dataset_id, recipe, level)
+
+
+def resolve_minari(name: str, log: Log = print) -> Dataset | None:
+    from offrl.data.minari_reader import load_minari
+
+    arrays, meta, ds = load_minari(name)
+    env_factory = None
+    try:
+        ds.recover_environment(eval_env=True).close()
+        env_factory = lambda: ds.recover_environment(eval_env=True)  # noqa: E731
+    except Exception as exc:  # the env may need packages this machine lacks: training still works
+        log(f"dataset {name}: its evaluation environment cannot be made ({type(exc).__name__}); "
+            "evaluation will fail")
+    family = name.split("/")[1] if name.count("/") >= 2 else name.split("/")[0]
+    space = ds.action_space
+    log(f"dataset {name}: Minari dataset in {meta['path']}")
+    return from_arrays(name, arrays, family=family, source="minari", version=str(meta.get("minari_version", "")),
+                       ref_min_score=meta.get("ref_min_score"), ref_max_score=meta.get("ref_max_score"),
+                       env_factory=env_factory,
+                       provenance=dict(minari_id=name, path=meta["path"], action_low=space.low.tolist(),
+                                       action_high=space.high.tolist(),
+                                       observation_layout=meta["observation_layout"]))
+
+
+def resolve(name: str, size: int | None = None, log: Log = print) -> Dataset:
+    """The Dataset a name stands for. `size` builds a generated dataset of that many transitions."""
+    if ":" in name:
+        prefix, rest = name.split(":", 1)
+        if prefix == "offrl":
+            ds = resolve_generated(rest, size=size, log=log)
+            if ds is None:
+                raise OfflineRLError(f"unknown dataset {name!r}: offrl can generate {', '.join(buildable_names())}")
+            return ds
+        if prefix == "minari":
+            return resolve_minari(rest, log=log)
+        if prefix == "d4rl":
+            from offrl.data import d4rl
+            return d4rl.resolve_d4rl(rest, log=log)
+        raise OfflineRLError(f"unknown dataset source {prefix!r} in {name!r}: use offrl:, minari: or d4rl:")
+    for source in SEARCH_ORDER:
+        ds = source(name, size, log)
+        if ds is not None:
+            return ds
+    raise OfflineRLError(f"unknown dataset {name!r}: not a local D4RL file or Minari dataset, and offrl can "
+                         f"generate only {', '.join(buildable_names())}")
+
+
+def _bare_d4rl(name, size, log):
+    from offrl.data import d4rl
+    return d4rl.resolve_d4rl(name, log=log, missing_ok=True)
+
+
+def _bare_minari(name, size, log):
+    if "/" not in name:
+        return None
+    from offrl.data.minari_reader import minari_root  # noqa: F401  (resolve_minari raises if absent)
+    import minari
+    if name not in minari.list_local_datasets():
+        return None
+    return resolve_minari(name, log=log)
+
+
+def _bare_generated(name, size, log):
+    return resolve_generated(name, size=size, log=log)
+
+
+# A bare name: the user's own D4RL file first (it is the data papers report on), then a local Minari
+# dataset, then the suite's generated dataset.
+SEARCH_ORDER = [_bare_d4rl, _bare_minari, _bare_generated]
+
+
+def buildable_names() -> list[str]:
+    import offrl.envs  # noqa: F401  (registers the recipes)
+    return [f"{r.family}-{lvl}" for r in recipes.RECIPES.values() for lvl in r.levels]
