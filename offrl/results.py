@@ -1,0 +1,388 @@
+"""Results: the per-seed result row, the results table file it is appended to, aggregation and export.
+
+A run appends one row per seed to a CSV results table (design.md §6). Several runs may finish at the same
+moment and append to the same table, so `append_rows` holds an exclusive lock while it writes. A row is
+validated before anything is written: every field present, no unknown field, and every number finite, so a
+diverged (NaN) run can never land in the table as a score.
+
+Aggregates are computed from the per-seed rows, separately for the last ("final") and the best evaluation:
+mean, std, interquartile mean (IQM) and a bootstrap confidence interval of the IQM. Scores are normalised
+scores, so one agent's scores can also be pooled across datasets; that "all datasets" row uses a stratified
+bootstrap (see `_stratified_bootstrap_ci`).
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import inspect
+import io
+import math
+import os
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+
+from offrl.errors import OfflineRLError
+
+RESULT_FIELDS = [
+    "date",             # ISO-8601 time the run finished
+    "agent",
+    "agent_version",    # git revision of the code that trained it
+    "dataset",
+    "dataset_source",
+    "dataset_version",
+    "seed",
+    "steps",            # gradient updates
+    "eval_every",       # updates between evaluations
+    "eval_episodes",    # episodes per evaluation
+    "final_score",      # normalised score of the last evaluation
+    "best_score",       # best normalised score over all evaluations
+    "final_return",     # raw return of the last evaluation
+    "best_return",
+    "ref_min_score",    # reference returns that define the normalisation
+    "ref_max_score",
+    "config_hash",
+    "device",
+    "hardware",
+    "torch_version",
+    "wall_clock_s",
+    "updates_per_s",
+    "run_dir",
+]
+INT_FIELDS = frozenset({"seed", "steps", "eval_every", "eval_episodes"})
+FLOAT_FIELDS = frozenset({
+    "final_score", "best_score", "final_return", "best_return", "ref_min_score", "ref_max_score",
+    "wall_clock_s", "updates_per_s",
+})
+SCORE_KINDS = ("final", "best")
+ALL_DATASETS = "all datasets"
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+def _coerce_row(row: dict) -> dict:
+    """The row with typed values, or ValueError saying which field is wrong."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a result row must be a dict, got {type(row).__name__}")
+    missing = [f for f in RESULT_FIELDS if f not in row]
+    unknown = sorted(set(row) - set(RESULT_FIELDS))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing field(s) {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown field(s) {', '.join(map(str, unknown))}")
+        raise ValueError(f"result row has {'; '.join(parts)}")
+    typed = {}
+    for name in RESULT_FIELDS:
+        value = row[name]
+        if name in INT_FIELDS:
+            typed[name] = _as_int(name, value)
+        elif name in FLOAT_FIELDS:
+            typed[name] = _as_finite_float(name, value)
+        else:
+            if value is None:
+                raise ValueError(f"result field {name} is None")
+            typed[name] = str(value)
+    return typed
+
+
+def _as_int(name: str, value) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"result field {name} must be an integer, got {value!r}")
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"result field {name} must be an integer, got {value!r}") from None
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"result field {name} must be an integer, got {value!r}") from None
+    if not math.isfinite(as_float) or as_float != int(as_float):
+        raise ValueError(f"result field {name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _as_finite_float(name: str, value) -> float:
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"result field {name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"result field {name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        # A run whose score is NaN or infinite diverged: it is reported as a failure, never as a score.
+        raise ValueError(f"result field {name} is {number}: a non-finite run is never written as a score")
+    return number
+
+
+def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Appends `rows` to the CSV results table at `path`, creating it (with a header) if new or empty.
+
+    Every row is validated before anything is written, so a bad row leaves the table untouched. Two
+    processes may append at once: each holds an exclusive `flock` on the sidecar `path + ".lock"` while it
+    checks the header, writes and fsyncs, so rows never interleave and the header is written exactly once.
+    (The lock is on a sidecar rather than on the table so that the table itself could be replaced
+    atomically by a future tool without invalidating a lock someone holds.)
+    """
+    typed_rows = [_coerce_row(row) for row in rows]
+    if not typed_rows:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with open(path, "a+", newline="", encoding="utf-8") as table:
+            table.seek(0)
+            first_line = table.readline()
+            size = table.seek(0, os.SEEK_END)
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            if size == 0:
+                writer.writerow(RESULT_FIELDS)
+            else:
+                header = next(csv.reader([first_line]), [])
+                if header != RESULT_FIELDS:
+                    raise OfflineRLError(
+                        f"results table {path} has a different header than this version of offrl writes; "
+                        f"append to a new file")
+                table.seek(size - 1)
+                if table.read(1) != "\n":
+                    # The last write was cut short (a killed process): start on a fresh line so the new
+                    # rows stay well formed; read_rows reports the torn line.
+                    buffer.write("\n")
+            for row in typed_rows:
+                writer.writerow([_format_value(row[name]) for name in RESULT_FIELDS])
+            table.write(buffer.getvalue())
+            table.flush()
+            os.fsync(table.fileno())
+    finally:
+        # Closing the descriptor releases the lock too; the explicit unlock says where it ends.
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+
+
+def _format_value(value) -> str:
+    # repr of a float is the shortest string that parses back to the same float: rows round-trip exactly.
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of the results table at `path`, with integers and floats parsed back.
+
+    Columns beyond RESULT_FIELDS (a table written by a newer offrl) are kept as strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OfflineRLError(f"results table not found: {path}")
+    with open(path, newline="", encoding="utf-8") as table:
+        reader = csv.reader(table)
+        header = next(reader, None)
+        if header is None:
+            return []
+        missing = [f for f in RESULT_FIELDS if f not in header]
+        if missing:
+            raise OfflineRLError(f"results table {path} lacks column(s): {', '.join(missing)}")
+        rows = []
+        for values in reader:
+            line = reader.line_num
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise OfflineRLError(
+                    f"results table {path}, line {line}: {len(values)} values for {len(header)} columns")
+            raw = dict(zip(header, values))
+            extra = {k: v for k, v in raw.items() if k not in RESULT_FIELDS}
+            try:
+                row = _coerce_row({k: v for k, v in raw.items() if k in RESULT_FIELDS})
+            except ValueError as error:
+                raise OfflineRLError(f"results table {path}, line {line}: {error}") from None
+            row.update(extra)
+            rows.append(row)
+    return rows
+
+
+# -------------------------------------------------------------------------------------- aggregation
+
+def iqm(x) -> float:
+    """Interquartile mean: the mean of the middle 50% of the values (25% trimmed from each end)."""
+    return float(scipy.stats.trim_mean(np.asarray(x, dtype=float), 0.25))
+
+
+def _iqm_along(samples, axis=-1):
+    return scipy.stats.trim_mean(samples, 0.25, axis=axis)
+
+
+# scipy >= 1.15 takes the generator as `rng`; older versions only as `random_state`.
+_BOOTSTRAP_RNG_KEYWORD = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else "random_state"
+
+
+def _bootstrap_ci(x: np.ndarray, n_boot: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap CI of the IQM of one (agent, dataset) group's seeds."""
+    value = iqm(x)
+    # One seed, or seeds that all agree, have no spread to resample: scipy refuses the former and warns
+    # about the latter, and the honest interval is the value itself.
+    if x.size < 2 or np.ptp(x) == 0:
+        return value, value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", getattr(scipy.stats, "DegenerateDataWarning", RuntimeWarning))
+        result = scipy.stats.bootstrap(
+            (x,), _iqm_along, n_resamples=n_boot, confidence_level=confidence, method="percentile",
+            vectorized=True, **{_BOOTSTRAP_RNG_KEYWORD: np.random.default_rng(seed)})
+    lo, hi = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return value, value
+    return lo, hi
+
+
+def _stratified_bootstrap_ci(groups: list[np.ndarray], n_boot: int, confidence: float,
+                             seed: int) -> tuple[float, float]:
+    """Percentile CI of the IQM of one agent's scores pooled over its datasets, by stratified bootstrap.
+
+    Each resample draws, for every dataset independently, as many seeds as that dataset has, with
+    replacement from that dataset's own seeds; the resampled scores of all datasets are pooled and the
+    statistic is their IQM. Resampling within each dataset (rather than from the pooled scores) keeps each
+    dataset's weight in the pool fixed, so the interval reflects seed-to-seed variation only and not
+    chance shifts in which datasets are represented (Agarwal et al. 2021, "Deep RL at the Edge of the
+    Statistical Precipice"). The CI is the (1-confidence)/2 and (1+confidence)/2 quantiles of the
+    resampled IQMs.
+    """
+    pooled = np.concatenate(groups)
+    value = iqm(pooled)
+    if pooled.size < 2 or np.ptp(pooled) == 0:
+        return value, value
+    rng = np.random.default_rng(seed)
+    resampled = np.concatenate(
+        [g[rng.integers(0, g.size, size=(n_boot, g.size))] for g in groups], axis=1)  # (n_boot, pooled)
+    statistics = _iqm_along(resampled, axis=1)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(statistics, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def _summary(values: np.ndarray, kind: str, ci: tuple[float, float]) -> dict:
+    return {
+        f"{kind}_mean": float(np.mean(values)),
+        f"{kind}_std": float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
+        f"{kind}_iqm": iqm(values),
+        f"{kind}_ci_lo": ci[0],
+        f"{kind}_ci_hi": ci[1],
+    }
+
+
+def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[dict]:
+    """Per-(agent, dataset) statistics of the final and best normalised scores, plus per-agent pooled rows.
+
+    Each returned dict has agent, dataset, n_datasets, n (seeds), confidence and, for kind in final/best,
+    {kind}_mean, {kind}_std (ddof=1; 0 for one seed), {kind}_iqm, {kind}_ci_lo, {kind}_ci_hi (percentile
+    bootstrap CI of the IQM). An agent evaluated on two or more datasets also gets a row with dataset
+    "all datasets" over all its seeds pooled, with a stratified-bootstrap CI; with one dataset that row
+    would repeat the dataset's own row, so it is left out. Rows are ordered by agent, then dataset, with
+    the pooled row last. Every group's bootstrap uses a generator seeded with `seed` alone, so a group's
+    interval does not change when other agents or datasets are added to the table.
+
+    Every row of a group counts as one seed: a seed run twice and appended twice counts twice.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be positive, got {n_boot}")
+    scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {k: [] for k in SCORE_KINDS})
+    for row in rows:
+        for kind in SCORE_KINDS:
+            scores[(str(row["agent"]), str(row["dataset"]))][kind].append(
+                _as_finite_float(f"{kind}_score", row[f"{kind}_score"]))
+
+    by_agent: dict[str, list[str]] = defaultdict(list)
+    for agent, dataset in sorted(scores):
+        by_agent[agent].append(dataset)
+
+    aggregated = []
+    for agent, datasets in by_agent.items():
+        for dataset in datasets:
+            group = scores[(agent, dataset)]
+            entry = {"agent": agent, "dataset": dataset, "n_datasets": 1, "n": len(group["final"]),
+                     "confidence": confidence}
+            for kind in SCORE_KINDS:
+                values = np.asarray(group[kind], dtype=float)
+                entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
+            aggregated.append(entry)
+        if len(datasets) > 1:
+            entry = {"agent": agent, "dataset": ALL_DATASETS, "n_datasets": len(datasets),
+                     "n": sum(len(scores[(agent, d)]["final"]) for d in datasets), "confidence": confidence}
+            for kind in SCORE_KINDS:
+                groups = [np.asarray(scores[(agent, d)][kind], dtype=float) for d in datasets]
+                ci = _stratified_bootstrap_ci(groups, n_boot, confidence, seed)
+                entry.update(_summary(np.concatenate(groups), kind, ci))
+            aggregated.append(entry)
+    return aggregated
+
+
+# ------------------------------------------------------------------------------------------- export
+
+def _confidence_label(aggregated: list[dict]) -> str:
+    levels = {row.get("confidence", 0.95) for row in aggregated} or {0.95}
+    if len(levels) == 1:
+        return f"{100 * levels.pop():g}% CI"
+    return "CI"
+
+
+def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -> str:
+    """The output of `aggregate` as an aligned text table, a GitHub markdown table, or CSV.
+
+    text and markdown show, per score kind in `which`, "mean ± std", the IQM and the IQM's CI "[lo, hi]",
+    to 2 decimals. csv has one numeric column per statistic at full precision, for other programs.
+    """
+    which = (which,) if isinstance(which, str) else tuple(which)
+    unknown = [k for k in which if k not in SCORE_KINDS]
+    if unknown or not which:
+        raise ValueError(f"which must name some of {SCORE_KINDS}, got {which!r}")
+    if fmt == "csv":
+        return _format_csv(aggregated, which)
+    if fmt not in ("text", "markdown"):
+        raise ValueError(f"fmt must be 'text', 'markdown' or 'csv', got {fmt!r}")
+
+    ci_label = _confidence_label(aggregated)
+    header = ["agent", "dataset", "n"]
+    for kind in which:
+        header += [f"{kind} mean ± std", f"{kind} IQM", f"{kind} IQM {ci_label}"]
+    body = []
+    for row in aggregated:
+        cells = [str(row["agent"]), str(row["dataset"]), str(row["n"])]
+        for kind in which:
+            cells += [f"{row[f'{kind}_mean']:.2f} ± {row[f'{kind}_std']:.2f}",
+                      f"{row[f'{kind}_iqm']:.2f}",
+                      f"[{row[f'{kind}_ci_lo']:.2f}, {row[f'{kind}_ci_hi']:.2f}]"]
+        body.append(cells)
+
+    if fmt == "markdown":
+        def line(cells):
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        align = ["---", "---"] + ["---:"] * (len(header) - 2)
+        return "\n".join([line(header), "| " + " | ".join(align) + " |"] + [line(c) for c in body]) + "\n"
+
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+
+    def line(cells):
+        # Names left-aligned, numbers right-aligned so that decimal points line up.
+        padded = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(padded).rstrip()
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule] + [line(c) for c in body]) + "\n"
+
+
+def _format_csv(aggregated: list[dict], which: tuple[str, ...]) -> str:
+    columns = ["agent", "dataset", "n_datasets", "n", "confidence"]
+    for kind in which:
+        columns += [f"{kind}_{stat}" for stat in ("mean", "std", "iqm", "ci_lo", "ci_hi")]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in aggregated:
+        writer.writerow([_format_value(row[c]) if c in row else "" for c in columns])
+    return buffer.getvalue()
