@@ -63,7 +63,7 @@ class PointMassEnv(gym.Env):
 
 
 if ENV_ID not in gym.registry:
-    gym.register(ENV_ID, entry_point=PointMassEnv, max_episode_steps=MAX_STEPS)
+    gym.register(ENV_ID, entry_point="offrl.envs.pointmass:PointMassEnv", max_episode_steps=MAX_STEPS)
 
 
 # ---- behaviour policies: the noise level sets the quality. mix=1 is a*, mix=0 is uniform random.

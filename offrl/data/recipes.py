@@ -41,8 +41,14 @@ def register_recipe(recipe: Recipe) -> None:
     RECIPES[recipe.family] = recipe
 
 
+def load_builtin() -> None:
+    """The recipes the suite ships register themselves when offrl.envs is imported."""
+    import offrl.envs  # noqa: F401
+
+
 def split_name(name: str) -> tuple[Recipe, str] | None:
     """`pointmass-medium-replay` -> (pointmass recipe, "medium-replay"), or None if no recipe matches."""
+    load_builtin()
     for family, recipe in RECIPES.items():
         if name.startswith(family + "-") and name[len(family) + 1:] in recipe.levels:
             return recipe, name[len(family) + 1:]

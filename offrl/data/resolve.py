@@ -121,5 +121,5 @@ SEARCH_ORDER = [_bare_d4rl, _bare_minari, _bare_generated]
 
 
 def buildable_names() -> list[str]:
-    import offrl.envs  # noqa: F401  (registers the recipes)
+    recipes.load_builtin()
     return [f"{r.family}-{lvl}" for r in recipes.RECIPES.values() for lvl in r.levels]

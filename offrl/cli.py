@@ -1,0 +1,219 @@
+"""The `offrl` command: parse, call the library, print. Every OfflineRLError becomes one line and exit 2."""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from offrl.errors import OfflineRLError
+
+
+def friendly(fn):
+    """Turn library errors into one clear line on stderr and a non-zero exit."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OfflineRLError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = text.split("-")
+            return list(range(int(lo), int(hi) + 1))
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise OfflineRLError(f"--seeds takes a list like 0,1,2 or a range like 0-4, got {text!r}") from None
+
+
+@click.group()
+@click.version_option(package_name="offrl")
+def main():
+    """offrl: offline-RL agents on D4RL, Minari and generated datasets, with a results table."""
+
+
+@main.command()
+@click.option("--agent", help="registered agent name (see `offrl agents`)")
+@click.option("--env", "dataset", help="dataset name, e.g. pointmass-medium, hopper-medium, minari:ID, d4rl:NAME")
+@click.option("--seeds", default="0", show_default=True, help="seeds trained together in one process: 0,1,2 or 0-4")
+@click.option("--steps", type=int, help="gradient updates per seed [default: 1,000,000, the papers']")
+@click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
+@click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
+@click.option("--log-every", type=int, help="updates between metric reads [default: 1,000]")
+@click.option("--checkpoint-every", type=int, help="updates between checkpoints [default: 50,000]")
+@click.option("--config", "config_file", type=click.Path(), help="YAML file of agent config overrides")
+@click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
+@click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
+@click.option("--out", default="runs", show_default=True, type=click.Path(), help="folder of run folders")
+@click.option("--results", type=click.Path(), help="results table CSV [default: OUT/results.csv]")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file registering an agent")
+@click.option("--name", "run_name", help="run folder name [default: agent_dataset_time]")
+@click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder")
+@friendly
+def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
+        device, dataset_size, out, results, plugins, run_name, resume_dir):
+    """Train an agent on a dataset and append one result row per seed."""
+    from offrl import config as cfg
+    from offrl.trainer import TrainConfig, Trainer
+
+    if resume_dir:
+        trainer = Trainer.resume(resume_dir)
+    else:
+        if not agent or not dataset:
+            raise OfflineRLError("offrl run needs --agent and --env (or --resume RUN_DIR)")
+        train = TrainConfig()
+        given = dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
+                     checkpoint_every=checkpoint_every)
+        for key, value in given.items():
+            if value is not None:
+                if value <= 0:
+                    raise OfflineRLError(f"--{key.replace('_', '-')} must be positive, got {value}")
+                setattr(train, key, value)
+        trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
+                                config_file=config_file, overrides=cfg.parse_set(sets), device=device,
+                                dataset_size=dataset_size, results=results, plugins=plugins, run_name=run_name)
+        click.echo(f"run folder: {trainer.run_dir}")
+    trainer.fit()
+
+
+@main.command()
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file registering an agent")
+@friendly
+def agents(plugins):
+    """List registered agents: name, paper, family, pre-training stages."""
+    from offrl import registry
+
+    for p in plugins:
+        registry.load_plugin(p)
+    rows = [(a.name, a.paper, a.family, ", ".join(a.stages) or "-") for a in registry.all_agents()]
+    widths = [max(len(r[i]) for r in rows + [("name", "paper", "family", "stages")]) for i in range(4)]
+    for r in [("name", "paper", "family", "stages")] + rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+@main.command()
+@click.argument("path", type=click.Path(), default="runs/results.csv")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
+@friendly
+def table(path, fmt):
+    """Aggregate a results table: mean ± std, IQM and 95% bootstrap CI per (agent, dataset), final and best."""
+    from offrl import results
+
+    click.echo(results.format_table(results.aggregate(results.read_rows(path)), fmt=fmt))
+
+
+@main.command()
+@click.option("--agent", "agent_names", default="td3bc", show_default=True, help="agent(s), comma-separated, or all")
+@click.option("--env", "dataset", default="pointmass-medium", show_default=True)
+@click.option("--seeds", "seed_counts", default="1,4,16", show_default=True, help="seed counts S to time")
+@click.option("--steps", type=int, default=200, show_default=True, help="timed updates per S")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--plugin", "plugins", multiple=True, type=click.Path())
+@friendly
+def bench(agent_names, dataset, seed_counts, steps, device, plugins):
+    """Updates per second for S seeds in one process (whole steps: sampling + update)."""
+    import torch
+
+    from offrl import registry
+    from offrl.bench import updates_per_second
+    from offrl.data import resolve
+    from offrl.trainer import pick_device
+
+    for p in plugins:
+        registry.load_plugin(p)
+    dev = pick_device(device)
+    ds = resolve(dataset)
+    names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
+    click.echo(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {ds.name}")
+    click.echo(f"{'agent':<10} {'S':>4} {'updates/s':>10} {'seed-updates/s':>15}")
+    for name in names:
+        for s in parse_seeds(seed_counts):
+            ups = updates_per_second(name, ds, s, steps=steps, device=dev)
+            click.echo(f"{name:<10} {s:>4} {ups:>10.1f} {ups * s:>15.1f}")
+
+
+@main.group()
+def datasets():
+    """Datasets: what is local, what can be built, what a name resolves to."""
+
+
+@datasets.command("list")
+@friendly
+def datasets_list():
+    """Generated datasets (built or buildable) with their sizes."""
+    import json
+
+    import offrl.envs  # noqa: F401  (registers recipes)
+    from offrl.data import recipes
+
+    click.echo(f"{'name':<28} {'status':<8} {'transitions':>11} {'episodes':>9} {'build s':>8}  minari id")
+    for recipe in recipes.RECIPES.values():
+        for level in recipe.levels:
+            dsid = recipes.minari_id(recipe, level)
+            if recipes.is_built(dsid):
+                prov = json.loads((recipes.dataset_path(dsid) / "offrl_recipe.json").read_text())
+                click.echo(f"{recipe.family + '-' + level:<28} {'built':<8} {prov['transitions']:>11,} "
+                           f"{prov['episodes']:>9,} {prov['build_seconds']:>8.1f}  {dsid}")
+            else:
+                click.echo(f"{recipe.family + '-' + level:<28} {'-':<8} {recipe.default_size[level]:>11,} "
+                           f"{'':>9} {'':>8}  {dsid}")
+
+
+@datasets.command("build")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--size", type=int, help="transitions (default: the recipe's)")
+@click.option("--force", is_flag=True, help="rebuild even if present")
+@friendly
+def datasets_build(names, size, force):
+    """Generate the suite's datasets (no download)."""
+    import offrl.envs  # noqa: F401
+    from offrl.data import recipes
+
+    for name in names:
+        found = recipes.split_name(name.split(":", 1)[-1])
+        if found is None:
+            from offrl.data.resolve import buildable_names
+            raise OfflineRLError(f"unknown dataset {name!r}: offrl can build {', '.join(buildable_names())}")
+        recipes.build(*found, size=size, force=force)
+
+
+@datasets.command("info")
+@click.argument("name")
+@click.option("--size", type=int, help="transitions of a generated dataset")
+@friendly
+def datasets_info(name, size):
+    """Transitions, episodes, return statistics (raw and normalised), reference scores, provenance."""
+    import numpy as np
+
+    from offrl.data import resolve
+
+    ds = resolve(name, size=size)
+    rets = ds.episode_returns()
+    click.echo(f"name         {ds.name} (source {ds.source}, version {ds.version})")
+    click.echo(f"transitions  {len(ds):,}   episodes {len(rets):,}   terminals {int(ds.terminals.sum()):,}   "
+               f"timeouts {int(ds.timeouts.sum()):,}")
+    click.echo(f"obs dim      {ds.spec.obs_dim}   action dim {ds.spec.act_dim}")
+    click.echo(f"returns      mean {rets.mean():.2f}  std {rets.std():.2f}  min {rets.min():.2f}  max {rets.max():.2f}")
+    if ds.has_reference_scores:
+        norm = ds.normalized_score(rets)
+        click.echo(f"normalised   mean {norm.mean():.1f}  std {norm.std():.1f}  min {norm.min():.1f}  "
+                   f"max {norm.max():.1f}")
+        click.echo(f"reference    ref_min_score {ds.ref_min_score:.4f}   ref_max_score {ds.ref_max_score:.4f}")
+    else:
+        click.echo("reference    none (normalised scores unavailable)")
+    for key, value in ds.provenance.items():
+        if key not in ("observation_layout",):
+            click.echo(f"  {key}: {value if not isinstance(value, (list, np.ndarray)) else list(value)}")
+
+
+if __name__ == "__main__":
+    main()

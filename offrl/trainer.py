@@ -1,0 +1,300 @@
+"""The training loop and the run folder: sample -> update -> log -> evaluate -> checkpoint; resume; results.
+
+A run folder holds run.yaml (everything needed to rebuild the run: agent, dataset, seeds, resolved configs),
+checkpoint.pt (models, optimisers, random-stream counters, step, evaluation history; written atomically),
+eval.csv, tb/ (TensorBoard) and, when finished, result.json. `Trainer.resume(run_dir)` rebuilds the run from
+run.yaml and continues from the checkpoint; because every random number comes from counter-based streams
+saved in the checkpoint, the resumed run ends with the same parameters and scores as an uninterrupted one.
+
+Metrics stay on the device and are read every `log_every` steps (and before every evaluation and
+checkpoint); a NaN or infinite loss stops the run with DivergedError before anything is written as a score.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+import offrl
+from offrl import config as cfg
+from offrl import registry
+from offrl.atomic import atomic_path, write_text_atomic
+from offrl.data import resolve
+from offrl.errors import DivergedError, OfflineRLError
+from offrl.evaluation import Evaluator
+from offrl.replay import TransitionBuffer
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1_000_000  # gradient updates per seed (the papers' budget)
+    eval_every: int = 5_000  # updates between evaluations (and one at the end)
+    eval_episodes: int = 10  # episodes per seed and evaluation, on fixed env seeds
+    eval_seed: int = 10_000  # env seed of evaluation episode k is eval_seed + k
+    log_every: int = 1_000  # updates between metric reads (TensorBoard, progress bar, NaN check)
+    checkpoint_every: int = 50_000  # updates between atomic checkpoints (and one at the end)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(offrl.__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return offrl.__version__
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+class PhaseClock:
+    """Wall-clock per phase (setup, train, eval, checkpoint, log): printed as shares at the end of a run."""
+
+    def __init__(self, totals=None):
+        self.totals = defaultdict(float, totals or {})
+
+    def __call__(self, phase: str):
+        clock = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.totals[phase] += time.perf_counter() - self.t
+        return _Timer()
+
+    def shares(self) -> str:
+        total = sum(self.totals.values()) or 1.0
+        return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(self.totals.items(), key=lambda kv: -kv[1]))
+
+
+class Trainer:
+    def __init__(self, run_dir: Path, spec: dict, log=print):
+        """`spec` is the content of run.yaml. Use Trainer.start() or Trainer.resume()."""
+        self.run_dir, self.spec, self.log = Path(run_dir), spec, log
+        for plugin in spec.get("plugins", []):
+            registry.load_plugin(plugin)
+        self.info = registry.get(spec["agent"])
+        self.train_cfg = TrainConfig(**spec["train"])
+        self.agent_cfg = cfg.apply(self.info.config_cls(), spec["agent_config"])
+        self.seeds = list(spec["seeds"])
+        self.device = pick_device(spec.get("device", "auto"))
+        self.clock = PhaseClock()
+        with self.clock("setup"):
+            self.dataset = resolve(spec["dataset"], size=spec.get("dataset_size"), log=log)
+            self.agent = registry.make(spec["agent"], self.dataset.spec, self.agent_cfg, self.seeds, self.device)
+            self.agent.to(self.device)
+            self.agent.prepare(self.dataset, cache=None)
+            self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device)
+        self.step = 0
+        self.history: list[dict] = []  # one record per evaluation
+        self.wall_clock = 0.0
+
+    # ---- creating and resuming runs -------------------------------------------------------------
+    @classmethod
+    def start(cls, agent: str, dataset: str, seeds, out_dir="runs", train: TrainConfig | None = None,
+              config_file: str | None = None, overrides: dict | None = None, device: str = "auto",
+              dataset_size: int | None = None, results: str | None = None, plugins=(), run_name: str | None = None,
+              log=print) -> "Trainer":
+        seeds = [int(s) for s in seeds]
+        if len(set(seeds)) != len(seeds) or not seeds:
+            raise OfflineRLError(f"--seeds must be distinct integers, got {seeds}")
+        for plugin in plugins:
+            registry.load_plugin(plugin)
+        info = registry.get(agent)
+        family = resolve_family(dataset)
+        agent_cfg = cfg.resolve_config(info, family, config_file, overrides)
+        train = train or TrainConfig()
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = run_name or f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{stamp}"
+        run_dir = Path(out_dir) / name
+        if (run_dir / "run.yaml").exists():
+            raise OfflineRLError(f"run folder {run_dir} exists: resume it with --resume {run_dir}")
+        spec = dict(agent=agent, dataset=dataset, dataset_size=dataset_size, seeds=seeds, device=device,
+                    train=dataclasses.asdict(train), agent_config=cfg.to_dict(agent_cfg),
+                    results=str(Path(results)) if results else str(Path(out_dir) / "results.csv"),
+                    plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=offrl.__version__,
+                    git_revision=git_revision(), created=dt.datetime.now().isoformat(timespec="seconds"))
+        trainer = cls(run_dir, spec, log=log)  # builds everything before anything is written
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "run.yaml", yaml.safe_dump(spec, sort_keys=False))
+        return trainer
+
+    @classmethod
+    def resume(cls, run_dir, log=print) -> "Trainer":
+        run_dir = Path(run_dir)
+        try:
+            spec = yaml.safe_load((run_dir / "run.yaml").read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise OfflineRLError(f"cannot resume {run_dir}: run.yaml missing or unreadable ({exc})") from None
+        if (run_dir / "result.json").exists():
+            raise OfflineRLError(f"run {run_dir} has already finished (result.json exists)")
+        trainer = cls(run_dir, spec, log=log)
+        trainer.load_checkpoint()
+        return trainer
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {"step": self.step, "agent": self.agent.checkpoint_state(), "buffer": self.buffer.state_dict(),
+                 "history": self.history, "wall_clock": self.wall_clock, "phases": dict(self.clock.totals),
+                 "torch_rng": torch.get_rng_state()}
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self) -> None:
+        if not self.checkpoint_path.exists():
+            self.log(f"no checkpoint in {self.run_dir}: starting from step 0")
+            return
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+            self.agent.load_checkpoint_state(state["agent"])
+            self.buffer.load_state_dict(state["buffer"])
+        except Exception as exc:
+            raise OfflineRLError(f"checkpoint {self.checkpoint_path} is corrupt or does not match the run: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        self.step, self.history = state["step"], state["history"]
+        self.wall_clock = state["wall_clock"]
+        self.clock = PhaseClock(state.get("phases"))
+        torch.set_rng_state(state["torch_rng"])
+        self.log(f"resumed {self.run_dir} at step {self.step:,}")
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def check_finite(self, metrics: dict) -> dict[str, np.ndarray]:
+        values = {k: v.detach().float().reshape(-1).cpu().numpy() for k, v in metrics.items()}
+        for key, val in values.items():
+            bad = ~np.isfinite(val)
+            if bad.any():
+                seeds = [self.seeds[i] for i in np.flatnonzero(bad)] if len(val) == len(self.seeds) else "all"
+                kind = "NaN" if np.isnan(val).any() else "infinite"
+                raise DivergedError(f"{key} became {kind} at step {self.step:,} (seeds {seeds}): the run diverged; "
+                                    f"no score written. Last good checkpoint: {self.checkpoint_path}")
+        return values
+
+    def evaluate(self, evaluator: Evaluator) -> dict:
+        returns = evaluator.run(self.agent)  # [S, N]
+        mean_returns = returns.mean(1)
+        scores = self.dataset.normalized_score(mean_returns) if self.dataset.has_reference_scores else mean_returns
+        record = {"step": self.step, "returns": mean_returns.tolist(), "scores": np.asarray(scores).tolist()}
+        self.history.append(record)
+        lines = ["step,seed,mean_return,normalized_score"]
+        for rec in self.history:
+            for seed, ret, sc in zip(self.seeds, rec["returns"], rec["scores"]):
+                lines.append(f"{rec['step']},{seed},{ret:.6g},{sc:.6g}")
+        write_text_atomic(self.run_dir / "eval.csv", "\n".join(lines) + "\n")
+        return record
+
+    def fit(self, stop_at: int | None = None) -> list[dict] | None:
+        """Train to `train.steps`. `stop_at` stops early (as a kill would) and returns None; else result rows."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        tc = self.train_cfg
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device)
+        bar = tqdm(total=tc.steps, initial=self.step, desc=f"{self.spec['agent']} {self.spec['dataset']}",
+                   unit="upd", dynamic_ncols=True, mininterval=1.0, disable=None)
+        session_start, train_time_start = time.perf_counter(), self.clock.totals["train"]
+        steps_start = self.step
+        metrics: dict = {}
+        self.agent.train()
+        try:
+            while self.step < tc.steps:
+                if stop_at is not None and self.step >= stop_at:
+                    return None
+                with self.clock("train"):
+                    self.step += 1
+                    metrics = self.agent.update(self.buffer.sample(), self.step)
+                boundary = self.step == tc.steps
+                if self.step % tc.log_every == 0 or self.step % tc.eval_every == 0 or boundary \
+                        or self.step % tc.checkpoint_every == 0:
+                    with self.clock("log"):
+                        values = self.check_finite(metrics)
+                        for key, val in values.items():
+                            for seed, v in zip(self.seeds, val):
+                                writer.add_scalar(f"train/{key}/seed{seed}", float(v), self.step)
+                        bar.update(self.step - bar.n)
+                if self.step % tc.eval_every == 0 or boundary:
+                    with self.clock("eval"):
+                        rec = self.evaluate(evaluator)
+                    for seed, sc in zip(self.seeds, rec["scores"]):
+                        writer.add_scalar(f"eval/normalized_score/seed{seed}", sc, self.step)
+                    bar.set_postfix(score=f"{np.mean(rec['scores']):.1f}")
+                if self.step % tc.checkpoint_every == 0 or boundary:
+                    with self.clock("checkpoint"):
+                        self.wall_clock += time.perf_counter() - session_start
+                        session_start = time.perf_counter()
+                        self.save_checkpoint()
+        finally:
+            bar.close()
+            writer.close()
+            evaluator.close()
+        self.wall_clock += time.perf_counter() - session_start
+        train_time = self.clock.totals["train"] - train_time_start
+        ups = (self.step - steps_start) / train_time if train_time > 0 else float("nan")
+        return self.finish(ups)
+
+    def finish(self, updates_per_s: float) -> list[dict]:
+        from offrl import results
+
+        final, best = self.history[-1], None
+        rows = []
+        for i, seed in enumerate(self.seeds):
+            best_i = max(range(len(self.history)), key=lambda k: self.history[k]["scores"][i])
+            best = self.history[best_i]
+            rows.append(dict(
+                date=dt.datetime.now().isoformat(timespec="seconds"), agent=self.spec["agent"],
+                agent_version=self.spec.get("git_revision", ""), dataset=self.dataset.name,
+                dataset_source=self.dataset.source, dataset_version=self.dataset.version, seed=seed,
+                steps=self.step, eval_every=self.train_cfg.eval_every, eval_episodes=self.train_cfg.eval_episodes,
+                final_score=final["scores"][i], best_score=best["scores"][i], final_return=final["returns"][i],
+                best_return=best["returns"][i], ref_min_score=self.dataset.ref_min_score,
+                ref_max_score=self.dataset.ref_max_score, config_hash=cfg.config_hash(self.agent_cfg),
+                device=str(self.device), hardware=hardware(self.device), torch_version=torch.__version__,
+                wall_clock_s=round(self.wall_clock, 1), updates_per_s=round(updates_per_s, 2),
+                run_dir=str(self.run_dir)))
+        results.append_rows(self.spec["results"], rows)
+        write_text_atomic(self.run_dir / "result.json", json.dumps(rows, indent=2))
+        scores = np.array([r["final_score"] for r in rows])
+        self.log(f"{self.spec['agent']} on {self.dataset.name}: normalised score {scores.mean():.1f} ± "
+                 f"{scores.std():.1f} over seeds {self.seeds} after {self.step:,} updates "
+                 f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {updates_per_s:.0f} updates/s "
+                 f"({updates_per_s * len(self.seeds):.0f} seed-updates/s); wall-clock {self.wall_clock:.0f}s")
+        self.log(f"time: {self.clock.shares()}; rows appended to {self.spec['results']}")
+        return rows
+
+
+def resolve_family(dataset: str) -> str:
+    """The environment family of a dataset name, for per-family agent defaults (hopper, halfcheetah, ...)."""
+    name = dataset.split(":", 1)[-1]
+    if "/" in name:  # minari ids: namespace/family/level-vN
+        parts = name.split("/")
+        return parts[1] if len(parts) > 2 else parts[0]
+    return name.split("-", 1)[0]
