@@ -23,6 +23,8 @@ class Agent(nn.Module):
         self.num_seeds = len(self.seeds)
         # Noise inside update() (target smoothing, policy samples) comes from per-seed streams.
         self.noise = SeedStreams(self.seeds, "agent")
+        # The run's update budget, set by the trainer before prepare(): for learning-rate schedules.
+        self.total_steps = 1_000_000
 
     def prepare(self, dataset, cache=None) -> None:
         """Dataset statistics and pre-training stages; called once before training (not on resume)."""

@@ -108,6 +108,7 @@ class Trainer:
             self.dataset = resolve(spec["dataset"], size=spec.get("dataset_size"), log=log)
             self.agent = registry.make(spec["agent"], self.dataset.spec, self.agent_cfg, self.seeds, self.device)
             self.agent.to(self.device)
+            self.agent.total_steps = self.train_cfg.steps
             self.agent.prepare(self.dataset, cache=None)
             self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device)
         self.step = 0

@@ -1,0 +1,114 @@
+"""The run path as a user drives it: `offrl run`, the results rows, `offrl table`, resume, and bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from offrl import results
+from offrl.cli import main
+from offrl.errors import DivergedError, OfflineRLError
+from offrl.trainer import TrainConfig, Trainer
+
+SMALL = {"hidden": [32, 32]}
+
+
+def _start(tmp_path, name, steps=400, seeds=(0, 1), agent="td3bc", overrides=SMALL, **kw):
+    train = TrainConfig(steps=steps, eval_every=100, eval_episodes=3, log_every=50, checkpoint_every=100)
+    return Trainer.start(agent, "pointmass-medium", seeds, out_dir=tmp_path / "runs", train=train,
+                         overrides=overrides, dataset_size=20_000, results=str(tmp_path / name), run_name=name,
+                         log=lambda m: None, **kw)
+
+
+def test_cli_run_writes_one_row_per_seed_and_table_aggregates(tmp_path, data_dir):
+    runner = CliRunner()
+    out = runner.invoke(main, ["run", "--agent", "td3bc", "--env", "pointmass-medium", "--seeds", "0,1,2",
+                               "--steps", "300", "--eval-every", "100", "--eval-episodes", "3",
+                               "--dataset-size", "20000", "--set", "hidden=[32,32]", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "normalised score" in out.output
+    rows = results.read_rows(tmp_path / "results.csv")
+    assert [r["seed"] for r in rows] == [0, 1, 2]
+    assert all(r["steps"] == 300 and r["agent"] == "td3bc" and r["dataset_source"] == "offrl" for r in rows)
+    run_dir = rows[0]["run_dir"]
+    saved = json.loads(open(f"{run_dir}/result.json").read())
+    assert [r["final_score"] for r in saved] == [r["final_score"] for r in rows]
+    table = runner.invoke(main, ["table", str(tmp_path / "results.csv")])
+    assert table.exit_code == 0 and "td3bc" in table.output and "pointmass-medium" in table.output
+    mean = np.mean([r["final_score"] for r in rows])
+    assert f"{mean:.2f}" in table.output
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir):
+    full = _start(tmp_path, "full")
+    full_rows = full.fit()
+    killed = _start(tmp_path, "killed")
+    assert killed.fit(stop_at=250) is None  # dies between the checkpoints at 200 and 300
+    resumed = Trainer.resume(killed.run_dir, log=lambda m: None)
+    assert resumed.step == 200
+    resumed_rows = resumed.fit()
+    for a, b in zip(full_rows, resumed_rows):
+        assert a["final_score"] == b["final_score"] and a["best_score"] == b["best_score"]
+    for (k, v), (k2, v2) in zip(full.agent.state_dict().items(), resumed.agent.state_dict().items()):
+        assert torch.equal(v, v2), k
+    assert len(results.read_rows(tmp_path / "killed")) == 2
+
+
+def test_cli_resume_continues_a_run(tmp_path, data_dir):
+    killed = _start(tmp_path, "cli", steps=300)
+    killed.fit(stop_at=150)
+    out = CliRunner().invoke(main, ["run", "--resume", str(killed.run_dir)])
+    assert out.exit_code == 0, out.output
+    assert len(results.read_rows(tmp_path / "cli")) == 2
+    again = CliRunner().invoke(main, ["run", "--resume", str(killed.run_dir)])
+    assert again.exit_code == 2 and "already finished" in again.output
+
+
+def test_diverging_loss_stops_the_run_and_writes_no_score(tmp_path, data_dir):
+    trainer = _start(tmp_path, "nan", steps=200, overrides={"hidden": [32, 32], "critic_lr": 1e30, "alpha": 1e30})
+    with pytest.raises(DivergedError, match="became"):
+        trainer.fit()
+    assert not (tmp_path / "nan").exists()
+    assert not (trainer.run_dir / "result.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--agent", "nope", "--env", "pointmass-medium"], "unknown agent 'nope'"),
+    (["--agent", "td3bc", "--env", "nowhere-medium"], "unknown dataset 'nowhere-medium'"),
+    (["--agent", "td3bc", "--env", "pointmass-medium", "--set", "actor_lrr=1"], "unknown config key 'actor_lrr'"),
+    (["--agent", "td3bc", "--env", "pointmass-medium", "--set", "actor_lr=fast"], "expected a number"),
+    (["--agent", "td3bc", "--env", "pointmass-medium", "--seeds", "0,0"], "distinct"),
+    (["--agent", "td3bc", "--env", "pointmass-medium", "--steps", "0"], "must be positive"),
+])
+def test_bad_input_is_one_clear_line_and_nonzero_exit(tmp_path, data_dir, args, message):
+    out = CliRunner().invoke(main, ["run", *args, "--dataset-size", "20000", "--out", str(tmp_path)])
+    assert out.exit_code == 2
+    assert message in out.output
+    assert out.output.strip().count("\n") == 0 or "building" in out.output
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_nan_in_data_and_shape_mismatch_are_refused(pointmass):
+    from offrl.data import from_arrays
+
+    ds = pointmass("medium", 20_000)
+    arrays = {k: getattr(ds, k).copy() for k in ("observations", "actions", "rewards", "next_observations",
+                                                 "terminals", "timeouts")}
+    arrays["rewards"][7] = np.nan
+    with pytest.raises(OfflineRLError, match="rewards has NaN or inf values in 1 rows"):
+        from_arrays("bad", arrays, family="pointmass", source="test", version="0")
+    other = from_arrays("wide", {**arrays, "rewards": ds.rewards,
+                                 "observations": np.zeros((len(ds), 9)), "next_observations": np.zeros((len(ds), 9))},
+                        family="pointmass", source="test", version="0")
+    with pytest.raises(OfflineRLError, match="shape mismatch: agent expects observations of 4"):
+        other.check_spec(ds.spec)
+
+
+def test_plugin_agent_from_the_readme_trains(tmp_path, data_dir):
+    out = CliRunner().invoke(main, ["run", "--plugin", "examples/my_agent.py", "--agent", "my-bc", "--env",
+                                    "pointmass-expert", "--steps", "200", "--eval-every", "200", "--eval-episodes",
+                                    "2", "--dataset-size", "20000", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    listing = CliRunner().invoke(main, ["agents", "--plugin", "examples/my_agent.py"])
+    assert "my-bc" in listing.output and "td3bc" in listing.output
