@@ -5,7 +5,7 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
 `query(keys[..., D])` returns, for every key, the index of its exact nearest row of X (leading dims are free, e.g.
 [S, B, D] for S seeds). Two methods, both exact (ties aside), chosen per device (`method="auto"`) or forced:
 
-"brute" (always on CUDA): chunked brute force that stays on the device. X is centred (mean subtracted: the expanded
+"brute" (`auto` on CUDA): chunked brute force that stays on the device. X is centred (mean subtracted: the expanded
   form loses precision in proportion to the norms) and cut into `num_chunks` chunks of `chunk_rows` rows, the last one
   zero-padded with +inf norms, all fixed at construction; ||x||^2 is precomputed once. Per chunk the approximate
   distance is ||x||^2 - 2 k.x (||k||^2 is constant per key and left out), one `addmm`; a running top-m (m =
@@ -14,7 +14,8 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   tie goes to the lowest index). The result equals an exact search unless more than m-1 other points lie within the
   expanded form's rounding error (~D * 2^-24 * (||x||^2 + 2 ||k|| ||x||) in squared distance, after centring) of the
   true nearest distance, i.e. except for (near-)ties. Memory is bounded: the distance block is Q x chunk_rows floats
-  and keys are processed in static blocks of max(1, max_chunk_floats // chunk_rows) rows (default 64 M floats).
+  and keys are processed in static blocks of max(1, max_chunk_floats // chunk_rows) rows (default 64 M floats: on
+  CUDA 2**18-row chunks and blocks of 256 keys, so [S, 256, D] keys cost S x num_chunks matmuls).
   Everything is static-shaped with no host synchronisation (no .item(), no data-dependent shapes), so the query can
   run inside torch.compile / CUDA-graph capture; `torch._dynamo` traces the whole CPU query as one graph with no
   break (see tests). TF32: the chunk matmuls run under a guard that sets `torch.backends.cuda.matmul.allow_tf32 =
@@ -30,7 +31,8 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   acceptable on CPU where nothing is captured; it can be forced on a CUDA matrix too, at the cost of the round trip.
 
 Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 from other users, so +-50%; torch
-2.13 CPU, 2 threads; N = 1,000,000, B = 256 keys, ms per 256-key batch, median of 3 after a warm-up call):
+2.13 CPU, 2 threads; N = 1,000,000, B = 256 keys, ms per 256-key batch, mean of 3 after a warm-up call;
+ranges = two runs at different load):
 
   data / keys                                   D = 14: kdtree  brute      D = 23: kdtree  brute
   random N(0, I), keys = data + 0.05 sd noise              3.3   1100                4.6   1080
@@ -38,7 +40,7 @@ Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 
   PRDC-like [2 s, a]: state exact, action + N(0, 0.1^2)    2.5     --               15.2     --
   PRDC-like, action + N(0, 0.3^2)                         15.9     --               53.2     --
   PRDC-like, action + N(0, 1), clipped to [-1, 1]          146     --                787     --
-  random, keys = data + 0.3 sd noise in every dim          777    560-1660          1690   1880-2050
+  random, keys = data + 0.3 sd noise in every dim      314-777    1150          934-1690  975-2050
   random, keys = data + 1 sd noise in every dim           2800     --              23700     --
   trajectories, keys = data + 1 sd noise in every dim     3400     --              19100     --
 
@@ -46,8 +48,11 @@ Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 
   bound on the Q x chunk distance block and its top-m, so D = 14 and 23 cost the same; "--" = not run.) The KD-tree
   build takes 0.6-2.3 s at N = 1 M. The KD-tree wins by two to three orders of magnitude whenever the keys lie close
   to the data -- PRDC's keys do: their state part is a dataset state, only the action part moves -- and loses only
-  when every coordinate of a key is ~0.3 sd or more away from the data. So `auto` picks "kdtree" on CPU for every D
-  (both measured dimensions agree), "brute" on CUDA. Indices agreed between the two methods on every key measured.
+  when every coordinate of a key is ~0.3 sd (break-even at D = 23) or more away from the data. So `auto` picks
+  "kdtree" on CPU for every D (both measured dimensions agree), "brute" on CUDA. Indices agreed between the two
+  methods on every benchmark key (no duplicate rows there; with duplicates they may pick different tied rows).
+  PRDC-like data: states = standardised random walks (|S| = 11 / 17) times beta = 2, actions = tanh of random walks
+  (|A| = 3 / 6); keys = a dataset row with its action part perturbed. Episodes of 1000 steps in all walk data.
 
 Keys are cast to float32 (the precision of X) before either search.
 """
