@@ -9,7 +9,7 @@ import torch
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def data_dir(tmp_path_factory):
     """A private OFFRL_DATA_DIR for the whole session: tests never touch the user's ~/.offrl."""
     path = tmp_path_factory.mktemp("offrl_data")
