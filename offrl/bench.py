@@ -12,13 +12,17 @@ import torch
 from offrl import config as cfg
 from offrl import registry
 from offrl.replay import TransitionBuffer
-from offrl.trainer import resolve_family
+from offrl.trainer import resolve_family, set_threads
 
 
 def updates_per_second(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,
-                       device: torch.device | str = "cpu", overrides: dict | None = None) -> float:
-    """Steps per second of one process training `num_seeds` seeds (multiply by num_seeds for the aggregate)."""
+                       device: torch.device | str = "cpu", overrides: dict | None = None,
+                       threads: int = 0) -> float:
+    """Steps per second of one process training `num_seeds` seeds (multiply by num_seeds for the aggregate).
+
+    `threads` as in `offrl run` (0: one per seed, up to the cores)."""
     device = torch.device(device)
+    set_threads(threads, num_seeds)
     info = registry.get(agent_name)
     config = cfg.resolve_config(info, resolve_family(dataset.name), overrides=overrides)
     seeds = list(range(num_seeds))

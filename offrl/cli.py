@@ -52,6 +52,7 @@ def main():
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of agent config overrides")
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
+@click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="folder of run folders")
 @click.option("--results", type=click.Path(), help="results table CSV [default: OUT/results.csv]")
@@ -60,7 +61,7 @@ def main():
 @click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder")
 @friendly
 def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
-        device, dataset_size, out, results, plugins, run_name, resume_dir):
+        device, threads, dataset_size, out, results, plugins, run_name, resume_dir):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
     from offrl.trainer import TrainConfig, Trainer
@@ -80,7 +81,8 @@ def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, chec
                 setattr(train, key, value)
         trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
                                 config_file=config_file, overrides=cfg.parse_set(sets), device=device,
-                                dataset_size=dataset_size, results=results, plugins=plugins, run_name=run_name)
+                                dataset_size=dataset_size, results=results, plugins=plugins, run_name=run_name,
+                                threads=threads)
         click.echo(f"run folder: {trainer.run_dir}")
     trainer.fit()
 
@@ -117,9 +119,10 @@ def table(path, fmt):
 @click.option("--seeds", "seed_counts", default="1,4,16", show_default=True, help="seed counts S to time")
 @click.option("--steps", type=int, default=200, show_default=True, help="timed updates per S")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path())
 @friendly
-def bench(agent_names, dataset, seed_counts, steps, device, plugins):
+def bench(agent_names, dataset, seed_counts, steps, device, threads, plugins):
     """Updates per second for S seeds in one process (whole steps: sampling + update)."""
     import torch
 
@@ -133,12 +136,12 @@ def bench(agent_names, dataset, seed_counts, steps, device, plugins):
     dev = pick_device(device)
     ds = resolve(dataset)
     names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
-    click.echo(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {ds.name}")
-    click.echo(f"{'agent':<10} {'S':>4} {'updates/s':>10} {'seed-updates/s':>15}")
+    click.echo(f"device {dev}, torch {torch.__version__}, dataset {ds.name}")
+    click.echo(f"{'agent':<10} {'S':>4} {'threads':>7} {'updates/s':>10} {'seed-updates/s':>15}")
     for name in names:
         for s in parse_seeds(seed_counts):
-            ups = updates_per_second(name, ds, s, steps=steps, device=dev)
-            click.echo(f"{name:<10} {s:>4} {ups:>10.1f} {ups * s:>15.1f}")
+            ups = updates_per_second(name, ds, s, steps=steps, device=dev, threads=threads)
+            click.echo(f"{name:<10} {s:>4} {torch.get_num_threads():>7} {ups:>10.1f} {ups * s:>15.1f}")
 
 
 @main.group()
