@@ -22,6 +22,11 @@ def _coerce(value, annotation, key: str):
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation in (float, "float"):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OfflineRLError(f"config key {key}: expected a number, got {value!r}")
         return float(value)

@@ -1,0 +1,50 @@
+"""Stacked networks, policy heads and critic reducers."""
+import math
+
+import torch
+
+from offrl.critics import EnsembleCritic, reduce_members
+from offrl.nets import GaussianActor, TanhGaussianActor
+from offrl.rng import SeedStreams
+
+
+def test_ensemble_critic_shapes_and_members_differ():
+    critic = EnsembleCritic([0, 1, 2], obs_dim=4, act_dim=2, hidden=[16], num_members=5)
+    q = critic(torch.randn(3, 7, 4), torch.randn(3, 7, 2))
+    assert q.shape == (3, 5, 7)
+    assert not torch.allclose(q[:, 0], q[:, 1])
+    per_member = critic(torch.randn(3, 5, 7, 4), torch.randn(3, 5, 7, 2))
+    assert per_member.shape == (3, 5, 7)
+
+
+def test_reducers():
+    q = torch.tensor([[[1.0, 5.0], [3.0, 2.0], [0.0, 9.0]]])  # [S=1, E=3, B=2]
+    assert torch.equal(reduce_members(q, "min"), torch.tensor([[0.0, 2.0]]))
+    assert torch.allclose(reduce_members(q, "mean"), torch.tensor([[4.0 / 3, 16.0 / 3]]))
+    sub = reduce_members(q, "subset_min", subset=2, streams=SeedStreams([0], "r"))
+    mins = {(min(a, b), min(c, d)) for (a, c), (b, d) in
+            [((1, 5), (3, 2)), ((1, 5), (0, 9)), ((3, 2), (0, 9))]}
+    assert tuple(sub[0].tolist()) in mins
+
+
+def test_tanh_gaussian_log_prob_agrees_with_sampling_and_integrates_to_one():
+    torch.manual_seed(0)
+    actor = TanhGaussianActor([0], obs_dim=3, act_dim=1, hidden=[8], low=[-2.0], high=[2.0])
+    obs = torch.randn(1, 1, 3)
+    action, logp = actor(obs, torch.randn(1, 1, 1))
+    torch.testing.assert_close(actor.log_prob(obs, action), logp, rtol=1e-4, atol=1e-4)
+    grid = torch.linspace(-2 + 1e-4, 2 - 1e-4, 40001).reshape(1, -1, 1)
+    density = actor.log_prob(obs.expand(1, grid.shape[1], 3), grid).exp()
+    integral = torch.trapezoid(density[0], grid[0, :, 0])
+    # The grid stops 1e-4 short of the bounds, where squashed tails keep a little mass; a wrong Jacobian
+    # (say, a missing action-scale term) would be off by a factor of 2, not by percent.
+    assert abs(integral.item() - 1.0) < 0.03
+    assert (actor(obs, None)[0].abs() <= 2).all()
+
+
+def test_gaussian_actor_log_prob_is_the_normal_density():
+    actor = GaussianActor([0, 1], obs_dim=2, act_dim=2, hidden=[8], low=[-1, -1], high=[1, 1])
+    obs = torch.randn(2, 5, 2)
+    mean = actor.mean(obs)
+    expected = 2 * (-0.5 * math.log(2 * math.pi))  # at the mean with std 1
+    torch.testing.assert_close(actor.log_prob(obs, mean), torch.full((2, 5), expected))
