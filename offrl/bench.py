@@ -1,13 +1,18 @@
 """Speed: updates per second of an agent on a dataset, for several seed counts in one process.
 
 Timing covers whole steps (batch sampling + update), after a warm-up, with a device synchronisation at the
-end of the timed window. Speed is measured here, never in tests.
+end of the timed window. FLOPs per update are counted by torch (torch.utils.flop_counter, averaged over
+a few consecutive steps so that delayed actor updates count at their real rate); efficiency is the
+achieved GFLOP/s over this machine's measured float32 matmul GFLOP/s at the same thread count.
+Speed is measured here, never in tests.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from offrl import config as cfg
 from offrl import registry
@@ -15,29 +20,85 @@ from offrl.replay import TransitionBuffer
 from offrl.trainer import resolve_family, set_threads
 
 
-def updates_per_second(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,
-                       device: torch.device | str = "cpu", overrides: dict | None = None,
-                       threads: int = 0) -> float:
-    """Steps per second of one process training `num_seeds` seeds (multiply by num_seeds for the aggregate).
+@dataclass
+class BenchResult:
+    agent: str
+    seeds: int
+    threads: int
+    device: str
+    updates_per_s: float  # steps of the whole process per second
+    gflop_per_update: float  # for all seeds together
+    peak_gflops: float  # measured matmul throughput
 
-    `threads` as in `offrl run` (0: one per seed, up to the cores)."""
-    device = torch.device(device)
-    set_threads(threads, num_seeds)
+    @property
+    def seed_updates_per_s(self) -> float:
+        return self.updates_per_s * self.seeds
+
+    @property
+    def gflops(self) -> float:
+        return self.updates_per_s * self.gflop_per_update
+
+    @property
+    def efficiency(self) -> float:
+        return self.gflops / self.peak_gflops if self.peak_gflops else float("nan")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> float:
+    """Measured float32 matmul throughput of this device at the current thread count."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def build(agent_name: str, dataset, num_seeds: int, device, overrides=None):
     info = registry.get(agent_name)
     config = cfg.resolve_config(info, resolve_family(dataset.name), overrides=overrides)
     seeds = list(range(num_seeds))
     agent = registry.make(agent_name, dataset.spec, config, seeds, device).to(device)
     agent.prepare(dataset, cache=None)
-    buffer = TransitionBuffer(dataset, seeds, config.batch_size, device)
+    return agent, TransitionBuffer(dataset, seeds, config.batch_size, device)
+
+
+def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,
+              device: torch.device | str = "cpu", overrides: dict | None = None, threads: int = 0,
+              peak: float | None = None) -> BenchResult:
+    device = torch.device(device)
+    threads = set_threads(threads, num_seeds)
+    agent, buffer = build(agent_name, dataset, num_seeds, device, overrides)
+    step = 0
     for step in range(1, warmup + 1):
         agent.update(buffer.sample(), step)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    counted = 4  # covers the delayed-actor cycle of TD3-style agents
+    with FlopCounterMode(display=False) as counter:
+        for step in range(step + 1, step + counted + 1):
+            agent.update(buffer.sample(), step)
+    gflop = counter.get_total_flops() / counted / 1e9
+    _sync(device)
     t0 = time.perf_counter()
-    for step in range(warmup + 1, warmup + steps + 1):
+    for step in range(step + 1, step + steps + 1):
         metrics = agent.update(buffer.sample(), step)
     for v in metrics.values():  # wait for the last update to finish
         v.cpu()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps / (time.perf_counter() - t0)
+    _sync(device)
+    ups = steps / (time.perf_counter() - t0)
+    return BenchResult(agent_name, num_seeds, threads, str(device), ups, gflop,
+                       peak if peak is not None else matmul_gflops(device))
+
+
+def updates_per_second(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,
+                       device: torch.device | str = "cpu", overrides: dict | None = None,
+                       threads: int = 0) -> float:
+    """Steps per second of one process training `num_seeds` seeds (multiply by num_seeds for the aggregate)."""
+    return benchmark(agent_name, dataset, num_seeds, steps, warmup, device, overrides, threads, peak=0.0).updates_per_s

@@ -120,28 +120,48 @@ def table(path, fmt):
 @click.option("--steps", type=int, default=200, show_default=True, help="timed updates per S")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path())
 @friendly
-def bench(agent_names, dataset, seed_counts, steps, device, threads, plugins):
-    """Updates per second for S seeds in one process (whole steps: sampling + update)."""
+def bench(agent_names, dataset, seed_counts, steps, device, threads, as_csv, plugins):
+    """Updates per second for S seeds in one process (whole steps: sampling + update), FLOPs and efficiency."""
     import torch
 
     from offrl import registry
-    from offrl.bench import updates_per_second
+    from offrl.bench import benchmark, matmul_gflops
     from offrl.data import resolve
-    from offrl.trainer import pick_device
+    from offrl.trainer import pick_device, set_threads
 
     for p in plugins:
         registry.load_plugin(p)
     dev = pick_device(device)
     ds = resolve(dataset)
     names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
-    click.echo(f"device {dev}, torch {torch.__version__}, dataset {ds.name}")
-    click.echo(f"{'agent':<10} {'S':>4} {'threads':>7} {'updates/s':>10} {'seed-updates/s':>15}")
+    counts = parse_seeds(seed_counts)
+    peaks = {}
+    for s in counts:  # the matmul peak at each thread count used
+        t = set_threads(threads, s)
+        if t not in peaks:
+            peaks[t] = matmul_gflops(dev)
+    cols = ["agent", "S", "threads", "updates/s", "seed-updates/s", "GFLOP/update", "GFLOP/s", "peak GFLOP/s",
+            "efficiency"]
+    if as_csv:
+        click.echo(",".join(cols + ["device", "torch", "dataset"]))
+    else:
+        click.echo(f"device {dev}, torch {torch.__version__}, dataset {ds.name}, mode eager")
+        click.echo(f"{'agent':<8} {'S':>3} {'thr':>3} {'upd/s':>8} {'seed-upd/s':>10} {'GFLOP/upd':>9} "
+                   f"{'GFLOP/s':>8} {'peak':>6} {'eff':>5}")
     for name in names:
-        for s in parse_seeds(seed_counts):
-            ups = updates_per_second(name, ds, s, steps=steps, device=dev, threads=threads)
-            click.echo(f"{name:<10} {s:>4} {torch.get_num_threads():>7} {ups:>10.1f} {ups * s:>15.1f}")
+        for s in counts:
+            r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)])
+            if as_csv:
+                click.echo(f"{name},{s},{r.threads},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
+                           f"{r.gflop_per_update:.4f},{r.gflops:.2f},{r.peak_gflops:.2f},{r.efficiency:.3f},"
+                           f"{dev},{torch.__version__},{ds.name}")
+            else:
+                click.echo(f"{name:<8} {s:>3} {r.threads:>3} {r.updates_per_s:>8.1f} {r.seed_updates_per_s:>10.1f} "
+                           f"{r.gflop_per_update:>9.3f} {r.gflops:>8.1f} {r.peak_gflops:>6.1f} "
+                           f"{100 * r.efficiency:>4.0f}%")
 
 
 @main.group()
@@ -187,6 +207,25 @@ def datasets_build(names, size, force):
             from offrl.data.resolve import buildable_names
             raise OfflineRLError(f"unknown dataset {name!r}: offrl can build {', '.join(buildable_names())}")
         recipes.build(*found, size=size, force=force)
+
+
+@datasets.command("train-behaviour")
+@click.argument("env")
+@click.option("--steps", type=int, help="PPO env steps [default: the env's budget in envs/behaviour.py]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def datasets_train_behaviour(env, steps, seed):
+    """Train the behaviour policies of a MuJoCo recipe (hopper, halfcheetah, walker2d, ant) with SB3 PPO and
+    write them to envs/policies/ENV (resumes an interrupted run with the same seed)."""
+    from offrl.envs.behaviour import train_behaviour
+
+    try:
+        train_behaviour(env, total_steps=steps, seed=seed, log=lambda msg: click.echo(msg, err=False))
+    except KeyError as exc:
+        raise OfflineRLError(exc.args[0]) from None
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: run the same command again to resume from the last snapshot", err=True)
+        sys.exit(130)
 
 
 @datasets.command("info")
