@@ -110,8 +110,13 @@ def run_batch(rng: np.random.Generator, n: int, policy, progress: float = 0.0):
     return episodes
 
 
-def rollout_episodes(rng: np.random.Generator, transitions: int, policy, parallel: int = 1000):
-    """Episodes of `policy` until exactly `transitions` steps; the last episode is cut short (truncated)."""
+def rollout_episodes(rng: np.random.Generator, transitions: int, policy, parallel: int | None = None):
+    """Episodes of `policy` until exactly `transitions` steps; the last episode is cut short (truncated).
+
+    Episodes run in batches of `parallel`; a policy sees the share of the budget used so far (`progress`),
+    so batches must be small against the budget for medium-replay's annealing to take effect: the
+    default makes about 50 batches whatever the size."""
+    parallel = parallel or int(np.clip(transitions // (50 * MAX_STEPS // 2), 1, 1000))
     episodes, total = [], 0
     while total < transitions:
         for ep in run_batch(rng, parallel, policy, total / transitions):
