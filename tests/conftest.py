@@ -2,6 +2,10 @@
 (the suite must be quick and repeatable on a 2-core machine)."""
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (offrl sets it too, but later)
+
 import numpy as np
 import pytest
 import torch

@@ -18,14 +18,15 @@ def _start(tmp_path, name, steps=400, seeds=(0, 1), agent="td3bc", overrides=SMA
     train = TrainConfig(steps=steps, eval_every=100, eval_episodes=3, log_every=50, checkpoint_every=100)
     return Trainer.start(agent, "pointmass-medium", seeds, out_dir=tmp_path / "runs", train=train,
                          overrides=overrides, dataset_size=20_000, results=str(tmp_path / name), run_name=name,
-                         log=lambda m: None, **kw)
+                         threads=1, log=lambda m: None, **kw)
 
 
 def test_cli_run_writes_one_row_per_seed_and_table_aggregates(tmp_path, data_dir):
     runner = CliRunner()
     out = runner.invoke(main, ["run", "--agent", "td3bc", "--env", "pointmass-medium", "--seeds", "0,1,2",
                                "--steps", "300", "--eval-every", "100", "--eval-episodes", "3",
-                               "--dataset-size", "20000", "--set", "hidden=[32,32]", "--out", str(tmp_path)])
+                               "--dataset-size", "20000", "--set", "hidden=[32,32]", "--threads", "1",
+                               "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
     assert "normalised score" in out.output
     rows = results.read_rows(tmp_path / "results.csv")
@@ -108,7 +109,7 @@ def test_nan_in_data_and_shape_mismatch_are_refused(pointmass):
 def test_plugin_agent_from_the_readme_trains(tmp_path, data_dir):
     out = CliRunner().invoke(main, ["run", "--plugin", "examples/my_agent.py", "--agent", "my-bc", "--env",
                                     "pointmass-expert", "--steps", "200", "--eval-every", "200", "--eval-episodes",
-                                    "2", "--dataset-size", "20000", "--out", str(tmp_path)])
+                                    "2", "--dataset-size", "20000", "--threads", "1", "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
     listing = CliRunner().invoke(main, ["agents", "--plugin", "examples/my_agent.py"])
     assert "my-bc" in listing.output and "td3bc" in listing.output
