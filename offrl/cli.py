@@ -165,6 +165,37 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, as_csv, plu
 
 
 @main.group()
+def cache():
+    """Pre-training artefacts (dynamics models, ...) cached by dataset, stage, config and seed."""
+
+
+@cache.command("list")
+@friendly
+def cache_list():
+    """Cached artefacts with their stage, dataset, config hash, seed, size and date."""
+    from offrl.cache import Cache
+
+    entries = Cache().list_entries()
+    if not entries:
+        click.echo("the cache is empty")
+    for e in entries:
+        click.echo(f"{e.stage:<18} {e.dataset:<28} config {e.config_hash[:12]}  seed {str(e.seed):<4} "
+                   f"{e.size_bytes / 1e6:8.1f} MB  {e.created}  {e.path}")
+
+
+@cache.command("clear")
+@click.option("--stage", help="only this stage")
+@click.option("--dataset", help="only this dataset (name or fingerprint prefix)")
+@friendly
+def cache_clear(stage, dataset):
+    """Remove cached artefacts (all, or those of a stage and/or dataset)."""
+    from offrl.cache import Cache
+
+    removed = Cache().clear(stage=stage, dataset=dataset)
+    click.echo(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}")
+
+
+@main.group()
 def datasets():
     """Datasets: what is local, what can be built, what a name resolves to."""
 

@@ -31,6 +31,7 @@ import offrl
 from offrl import config as cfg
 from offrl import registry
 from offrl.atomic import atomic_path, write_text_atomic
+from offrl.cache import Cache
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError
 from offrl.evaluation import Evaluator
@@ -123,7 +124,7 @@ class Trainer:
             self.agent = registry.make(spec["agent"], self.dataset.spec, self.agent_cfg, self.seeds, self.device)
             self.agent.to(self.device)
             self.agent.total_steps = self.train_cfg.steps
-            self.agent.prepare(self.dataset, cache=None)
+            self.agent.prepare(self.dataset, cache=Cache(log=log))
             self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device)
         self.step = 0
         self.history: list[dict] = []  # one record per evaluation

@@ -1,0 +1,457 @@
+"""Probabilistic dynamics ensembles (forward and reverse), trained as OfflineRL-Kit / MBPO train them.
+
+What this module owns: the ensemble network, its training with hold-out early stopping and elites, one
+model step (stochastic or deterministic), batched H-step model rollouts, the open-loop rollout error, and
+the conversion to and from a cache artefact. Agents (MOPO, MOBILE, COMBO, CSVE, COCOA) use it; none of
+them trains a model of its own.
+
+A model belongs to the dataset, not to a seed. It is a property of the data (what s' and r follow (s, a)
+in these transitions), so every seed of a run and every agent that needs a model of this dataset can
+share one: MOPO, MOBILE, COMBO, CSVE and the four COCOA variants. Training it once per dataset and caching
+it (offrl/cache.py, keyed by dataset fingerprint, stage and this config) is what makes those agents cheap:
+the model is the longest pre-training job. So the model has no seed axis: its own seed (initial weights,
+hold-out split, bootstrap resamples, shuffles, and its default sampling stream) is `DynamicsConfig.seed`,
+fixed by the model config and part of the cache key. What does depend on the agent's seeds is the noise
+of stochastic steps inside an agent's update: pass that agent's `SeedStreams` to `step`/`rollout`, and
+each seed draws its own elite choices and Gaussian noise (design.md §4).
+
+The model [code: OfflineRL-Kit `offlinerlkit/modules/dynamics_module.py`, `.../dynamics/ensemble_dynamics.py`,
+`run_example/run_mopo.py`; COCOA `run_anchor_seeker.py`, `reverse_ensemble_dynamics.py`; spec
+agents-prdc-cocoa-csve-cdsa.md §3.3-3.4]:
+
+    input  x = standardise([s, a])           mean/std of the training split, std < 1e-12 -> 1
+    E members (7), one batched network: StackedLinear weights [E, in, out], 4 x 200, Swish (SiLU)
+    output mean mu and log-variance lv of y = [s' - s, r]      (reverse: x = [s', a], y = [s - s', r])
+    lv <- max_lv - softplus(max_lv - lv);  lv <- min_lv + softplus(lv - min_lv)
+          (learnable soft bounds per output dim, initialised to 0.5 and -10)
+    loss = sum_e [ mean((mu_e - y)^2 exp(-lv_e)) + mean(lv_e) ]          (each member on its own bootstrap)
+           + sum_l wd_l * 0.5 * |W_l|^2     (wd = 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4; weights only, not biases)
+           + 0.01 * (sum max_lv - sum min_lv)
+    Adam lr 1e-3, batch 256 per member. Hold-out: min(int(0.2 N), 1000) random transitions (COCOA's
+    reverse model: 10 %). Each epoch is one pass over the training split; each member sees its own
+    bootstrap resample (drawn once, reshuffled every epoch). After each epoch: hold-out MSE of the mean per
+    member (raw target units, averaged over all target dims); a member whose MSE drops by more than 1 %
+    relative to its best saves its weights; training stops after 5 epochs in which no member improved.
+    Each member's best weights are restored; elites = the 5 members with the lowest best hold-out MSE.
+    Initial weights: truncated normal, std 1 / (2 sqrt(fan_in)), cut at 2 std; biases zero.
+
+Stepping: stochastic = per row one uniformly random elite, sample mu + sigma * eps (MOPO/MOBILE rollouts,
+CSVE); deterministic = mean of the elites' means, no noise (COCOA anchors). Termination comes from the
+dataset family's function in offrl/envs/termination.py, evaluated on (s, a, predicted s'); a reverse
+model never terminates (COCOA uses a dummy function there).
+
+Deliberate differences from OfflineRL-Kit (none changes the algorithm):
+- the learnable log-variance bounds are shared by the members and are not rolled back with a member's best
+  weights (same as OfflineRL-Kit, said here because it is easy to miss);
+- OfflineRL-Kit draws Gaussian noise for all members and then picks one; we pick the elite first and draw
+  noise for it only: the same distribution;
+- COCOA's reverse-model loop reloads every member's best weights after each epoch (so a member that stops
+  improving restarts from its best); we train it exactly like the forward model;
+- randomness comes from torch generators / SeedStreams seeded by the config, so a fit is reproducible on
+  one device type, but CPU and GPU fits differ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from offrl.errors import OfflineRLError
+from offrl.nets import StackedLinear
+from offrl.rng import SeedStreams
+
+DIRECTIONS = ("forward", "reverse")
+# The cache stage name of each direction: one artefact per (dataset, stage, config).
+STAGE_NAMES = {"forward": "dynamics", "reverse": "reverse_dynamics"}
+
+
+@dataclass
+class DynamicsConfig:
+    """Defaults are OfflineRL-Kit's MOPO/MOBILE settings, which COCOA's stage A uses unchanged."""
+    members: int = 7                       # ensemble size E (OfflineRL-Kit --n-ensemble 7)
+    elites: int = 5                        # members used to predict: lowest hold-out MSE (--n-elites 5)
+    hidden: tuple[int, ...] = (200, 200, 200, 200)  # hidden widths, Swish activations (--dynamics-hidden-dims)
+    # L2 penalty 0.5 * wd * |W|^2 per Linear layer (len(hidden) + 1 of them) (--dynamics-weight-decay)
+    weight_decays: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+    lr: float = 1e-3                       # Adam learning rate (--dynamics-lr)
+    batch: int = 256                       # minibatch size per member (EnsembleDynamics.train batch_size)
+    holdout_ratio: float = 0.2             # share of transitions held out (0.2 forward; COCOA reverse: 0.1)
+    max_holdout: int = 1000                # ...capped at this many transitions (OfflineRL-Kit: 1000)
+    max_epochs: int | None = None          # hard cap on epochs; None = stop by patience only (OfflineRL-Kit)
+    patience: int = 5                      # stop after this many epochs with no member improving
+    min_improvement: float = 0.01          # a member improves if its hold-out MSE drops by > 1 % (relative)
+    logvar_bound_coef: float = 0.01        # weight of sum(max_logvar) - sum(min_logvar) in the loss
+    max_logvar_init: float = 0.5           # initial upper soft bound of the log-variance
+    min_logvar_init: float = -10.0         # initial lower soft bound of the log-variance
+    predict_reward: bool = True            # model r as well (COCOA's reverse model: False)
+    direction: str = "forward"             # "forward": (s, a) -> s', r; "reverse": (s', a) -> s, r
+    seed: int = 0                          # the model's own seed: init, split, bootstraps, default noise
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.weight_decays = tuple(float(w) for w in self.weight_decays)
+        if self.direction not in DIRECTIONS:
+            raise OfflineRLError(f"dynamics direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if not 0 < self.elites <= self.members:
+            raise OfflineRLError(f"dynamics: need 0 < elites <= members, got {self.elites} and {self.members}")
+        if len(self.weight_decays) != len(self.hidden) + 1:
+            raise OfflineRLError(f"dynamics: {len(self.hidden) + 1} weight decays needed (one per Linear "
+                                 f"layer), got {len(self.weight_decays)}")
+
+    @classmethod
+    def cocoa_reverse(cls, **overrides) -> "DynamicsConfig":
+        """COCOA's reverse model (stage B): no reward head, 10 % hold-out (run_anchor_seeker.py defaults)."""
+        return cls(**{**dict(direction="reverse", predict_reward=False, holdout_ratio=0.1), **overrides})
+
+    @property
+    def stage(self) -> str:
+        return STAGE_NAMES[self.direction]
+
+
+class StepOutput(NamedTuple):
+    """One model step on observations [..., B, obs_dim] (L = the leading dims before B)."""
+    next_obs: torch.Tensor           # [..., B, obs_dim]: the predicted s' (forward) or s (reverse)
+    reward: torch.Tensor | None      # [..., B], None without a reward head
+    terminal: torch.Tensor           # [..., B] bool (always False for a reverse model)
+    member_mean: torch.Tensor        # [*L, E, B, out]: every member's mean of [predicted state, reward]
+    member_std: torch.Tensor         # [*L, E, B, out]: every member's std (MOPO's penalty: max_e |std_e|)
+
+
+def training_pairs(dataset, direction: str, predict_reward: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets): forward ([s, a], [s' - s, r]); reverse ([s', a], [s - s', r])."""
+    s, a, s2 = dataset.observations, dataset.actions, dataset.next_observations
+    src, dst = (s, s2) if direction == "forward" else (s2, s)
+    x = np.concatenate([src, a], axis=1).astype(np.float32)
+    y = (dst - src).astype(np.float32)
+    if predict_reward:
+        y = np.concatenate([y, dataset.rewards.reshape(-1, 1).astype(np.float32)], axis=1)
+    return x, y
+
+
+class EnsembleDynamics(nn.Module):
+    """E Gaussian members as one stacked network. See the module docstring for the model and its training."""
+
+    def __init__(self, obs_dim: int, act_dim: int, config: DynamicsConfig | None = None,
+                 family: str | None = None, termination: Callable | None = None):
+        super().__init__()
+        cfg = config or DynamicsConfig()
+        self.config, self.family = cfg, family
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.out_dim = obs_dim + int(cfg.predict_reward)
+        dims = [obs_dim + act_dim, *cfg.hidden, 2 * self.out_dim]
+        self.layers = nn.ModuleList(StackedLinear((cfg.members,), a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.max_logvar = nn.Parameter(torch.full((self.out_dim,), cfg.max_logvar_init))
+        self.min_logvar = nn.Parameter(torch.full((self.out_dim,), cfg.min_logvar_init))
+        self.register_buffer("input_mean", torch.zeros(obs_dim + act_dim))
+        self.register_buffer("input_std", torch.ones(obs_dim + act_dim))
+        self.register_buffer("elite_index", torch.arange(cfg.elites))
+        self.register_buffer("holdout_mse", torch.full((cfg.members,), math.inf))
+        # The default stream of stochastic steps when the caller passes none: the model's own seed.
+        self.noise = SeedStreams([cfg.seed], f"dynamics/{cfg.direction}")
+        self._termination = termination
+        self.report: dict = {}
+        self.reset_parameters(torch.Generator().manual_seed(cfg.seed))
+
+    # ---- network
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            for layer in self.layers:
+                std = 1.0 / (2.0 * math.sqrt(layer.in_features))
+                nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std, generator=generator)
+                layer.bias.zero_()
+
+    @property
+    def num_members(self) -> int:
+        return self.config.members
+
+    def normalise_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_std
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised inputs [N, in] (shared) or [E, N, in] -> mean, log-variance [E, N, out]."""
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.silu(layer(h))
+        mean, logvar = self.layers[-1](h).chunk(2, dim=-1)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def decay_loss(self) -> torch.Tensor:
+        return sum(wd * 0.5 * layer.weight.pow(2).sum() for wd, layer in zip(self.config.weight_decays, self.layers))
+
+    @torch.no_grad()
+    def member_mse(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-member MSE of the mean on raw (unstandardised) inputs [N, in] and targets [N, out]: [E]."""
+        mean, _ = self(self.normalise_inputs(inputs))
+        return (mean - targets).pow(2).mean(dim=(1, 2))
+
+    # ---- stepping
+    def _draws(self, lead: tuple[int, ...], streams: SeedStreams | None):
+        """Elite choice [N] and Gaussian noise [N, out] for N = prod(lead) rows.
+
+        With a caller's `streams` of S seeds the observations must be [S, ..., B, d]: seed s draws the
+        numbers of its own rows from its own stream, so they do not depend on the other seeds."""
+        streams = self.noise if streams is None else streams
+        n = math.prod(lead)
+        if len(lead) >= 2 and lead[0] == streams.num_seeds:
+            shape = lead[1:]
+        elif streams.num_seeds == 1:
+            shape = (n,)
+        else:
+            raise OfflineRLError(f"dynamics step: streams of {streams.num_seeds} seeds need observations "
+                                 f"[{streams.num_seeds}, ..., B, d], got leading dims {list(lead)}")
+        choice = streams.randint(self.config.elites, *shape).reshape(n)
+        eps = streams.normal(*shape, self.out_dim).reshape(n, self.out_dim)
+        return choice, eps
+
+    def _terminal(self, obs, act, next_obs) -> torch.Tensor:
+        if self.config.direction == "reverse":
+            return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+        if self._termination is None:
+            from offrl.envs.termination import termination_fn  # envs/ sits above the core: import late
+            self._termination = termination_fn(self.family)
+        return self._termination(obs, act, next_obs)
+
+    def step(self, obs: torch.Tensor, act: torch.Tensor, deterministic: bool = False,
+             streams: SeedStreams | None = None) -> StepOutput:
+        """One model step for observations and actions [..., B, d] (any leading dims, e.g. [S, B, d]).
+
+        Stochastic: each row picks one elite uniformly and samples its Gaussian (reparameterised, so it is
+        differentiable w.r.t. the action, as CSVE's actor needs). Deterministic: mean of the elites' means.
+        Not wrapped in no_grad: callers decide; the fitted model's parameters are frozen."""
+        state, reward, member_mean, member_std = self._predict(obs, act, deterministic, streams)
+        terminal = self._terminal(obs, act, state)
+        return StepOutput(state, reward, terminal, member_mean, member_std)
+
+    def _predict(self, obs, act, deterministic, streams):
+        lead = tuple(obs.shape[:-1])
+        if tuple(act.shape[:-1]) != lead:
+            raise OfflineRLError(f"dynamics step: observations {list(obs.shape)} and actions "
+                                 f"{list(act.shape)} have different leading dims")
+        o = obs.reshape(-1, self.obs_dim)
+        a = act.reshape(-1, self.act_dim)
+        mean, logvar = self(self.normalise_inputs(torch.cat([o, a], dim=-1)))  # [E, N, out]
+        std = (0.5 * logvar).exp()
+        if deterministic:
+            pred = mean.index_select(0, self.elite_index).mean(0)
+        else:
+            choice, eps = self._draws(lead, streams)
+            member = self.elite_index[choice]
+            rows = torch.arange(o.shape[0], device=o.device)
+            pred = mean[member, rows] + std[member, rows] * eps
+        state = (o + pred[:, :self.obs_dim]).reshape(*lead, self.obs_dim)
+        reward = pred[:, self.obs_dim].reshape(lead) if self.config.predict_reward else None
+        member_mean = torch.cat([mean[..., :self.obs_dim] + o, mean[..., self.obs_dim:]], dim=-1)
+
+        def members(t):  # [E, N, out] -> [*L, E, B, out]
+            return t.reshape(t.shape[0], *lead, t.shape[-1]).movedim(0, len(lead) - 1)
+
+        return state, reward, members(member_mean), members(std)
+
+    @torch.no_grad()
+    def rollout(self, policy_fn: Callable[[torch.Tensor], torch.Tensor], start_obs: torch.Tensor, horizon: int,
+                deterministic: bool = False, streams: SeedStreams | None = None) -> dict[str, torch.Tensor]:
+        """H model steps from start_obs [..., B, obs_dim] with actions policy_fn(obs [..., B, obs_dim]).
+
+        Returns transitions stacked over steps, [..., H, B, ...]: observations, actions, rewards (if the
+        model has a reward head), next_observations, terminals and mask. Every row is stepped every step
+        (fixed shapes, no host sync); `mask` is True for a transition taken before its row terminated, so
+        the step that terminates is valid (terminal=True: do not bootstrap from its next state) and the
+        steps after it are not. A reverse model's transitions are returned in forward-time order:
+        observations = the predicted earlier state, next_observations = the state it was predicted from.
+        """
+        obs = start_obs
+        alive = torch.ones(obs.shape[:-1], dtype=torch.bool, device=obs.device)
+        keys = ("observations", "actions", "rewards", "next_observations", "terminals", "mask")
+        out: dict[str, list] = {k: [] for k in keys}
+        for _ in range(horizon):
+            act = policy_fn(obs)
+            res = self.step(obs, act, deterministic=deterministic, streams=streams)
+            forward = self.config.direction == "forward"
+            out["observations"].append(obs if forward else res.next_obs)
+            out["next_observations"].append(res.next_obs if forward else obs)
+            out["actions"].append(act)
+            out["rewards"].append(res.reward)
+            out["terminals"].append(res.terminal)
+            out["mask"].append(alive)
+            alive = alive & ~res.terminal
+            obs = res.next_obs
+        dim = obs.dim() - 2  # the step axis goes just before B
+        return {k: torch.stack(v, dim=dim) for k, v in out.items() if v and v[0] is not None}
+
+    @torch.no_grad()
+    def rollout_error(self, dataset, horizons: Sequence[int] = (1, 5), max_starts: int = 10_000,
+                      chunk: int = 8192) -> dict[int, float]:
+        """Mean squared error (over starts and state dims) of H-step open-loop deterministic predictions.
+
+        Forward: from s_t, replay the dataset's actions a_t .. a_{t+H-1} through the model, compare with
+        the dataset's s_{t+H}. Reverse: from s_{t+H}, replay the actions backwards, compare with s_t. Only
+        windows inside one episode count (no terminal/timeout before the last step and next_obs[k] ==
+        obs[k+1]); at most `max_starts` evenly spaced windows per H."""
+        dev = self.input_mean.device
+        obs = torch.as_tensor(dataset.observations, device=dev)
+        act = torch.as_tensor(dataset.actions, device=dev)
+        nxt = torch.as_tensor(dataset.next_observations, device=dev)
+        ends = np.asarray(dataset.terminals) | np.asarray(dataset.timeouts)
+        linked = ~ends[:-1] & (dataset.next_observations[:-1] == dataset.observations[1:]).all(axis=1)
+        broken = np.concatenate([[0], np.cumsum(~linked)])  # broken[k] = breaks among links 0..k-1
+        errors = {}
+        for h in horizons:
+            starts = np.arange(len(dataset) - h + 1)
+            starts = starts[broken[starts + h - 1] - broken[starts] == 0]
+            if len(starts) == 0:
+                errors[h] = float("nan")
+                continue
+            if len(starts) > max_starts:
+                starts = starts[np.linspace(0, len(starts) - 1, max_starts).round().astype(int)]
+            total = 0.0
+            for i in range(0, len(starts), chunk):
+                st = torch.as_tensor(starts[i:i + chunk], device=dev)
+                if self.config.direction == "forward":
+                    s, target = obs[st], nxt[st + h - 1]
+                    for k in range(h):
+                        s = self._predict(s, act[st + k], True, None)[0]
+                else:
+                    s, target = nxt[st + h - 1], obs[st]
+                    for k in reversed(range(h)):
+                        s = self._predict(s, act[st + k], True, None)[0]
+                total += (s - target).pow(2).mean(-1).sum().item()
+            errors[h] = total / len(starts)
+        return errors
+
+    # ---- artefacts
+    def to_artifact(self, report: dict | None = None) -> dict:
+        """A dict the cache can store (tensors, numbers, strings): enough to rebuild the model anywhere."""
+        return {"kind": "offrl.dynamics.EnsembleDynamics", "format": 1,
+                "obs_dim": self.obs_dim, "act_dim": self.act_dim, "family": self.family,
+                "config": {k: list(v) if isinstance(v, tuple) else v
+                           for k, v in dataclasses.asdict(self.config).items()},
+                "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+                "report": dict(report if report is not None else self.report)}
+
+    @classmethod
+    def from_artifact(cls, artifact: dict, device="cpu", termination: Callable | None = None) -> "EnsembleDynamics":
+        model = cls(artifact["obs_dim"], artifact["act_dim"], DynamicsConfig(**artifact["config"]),
+                    family=artifact["family"], termination=termination)
+        model.load_state_dict(artifact["state_dict"])
+        model.report = dict(artifact.get("report", {}))
+        return model.to(device).eval().requires_grad_(False)
+
+
+def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None] = print,
+        device="cpu", log_every: int = 10) -> tuple[EnsembleDynamics, dict]:
+    """Train an ensemble on `dataset`. Returns the model (best weights per member, elites set, frozen) and a
+    report: hold-out MSE per member, elites, epochs, wall-clock seconds, split sizes, hold-out indices."""
+    cfg = config or DynamicsConfig()
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    x_np, y_np = training_pairs(dataset, cfg.direction, cfg.predict_reward)
+    x, y = torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device)
+    n = len(x)
+    n_hold = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
+    if n_hold < 1 or n - n_hold < 1:
+        raise OfflineRLError(f"dynamics: dataset {dataset.name} has {n} transitions: too few for a hold-out "
+                             f"split of {cfg.holdout_ratio:.0%}")
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    perm = torch.randperm(n, generator=gen, device=device)
+    hold_idx, train_idx = perm[:n_hold], perm[n_hold:]
+
+    model = EnsembleDynamics(dataset.observations.shape[1], dataset.actions.shape[1], cfg,
+                             family=dataset.family).to(device)
+    x_train = x[train_idx]
+    mean, std = x_train.mean(0), x_train.std(0, unbiased=False)  # population std, as np.std
+    model.input_mean.copy_(mean)
+    model.input_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+    xt, yt = model.normalise_inputs(x_train), y[train_idx]
+    xh, yh = x[hold_idx], y[hold_idx]
+
+    E, T = cfg.members, len(train_idx)
+    boot = torch.randint(T, (E, T), generator=gen, device=device)  # each member's bootstrap resample
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    member_params = [p for layer in model.layers for p in (layer.weight, layer.bias)]
+    saved = [p.detach().clone() for p in member_params]
+    best = torch.full((E,), math.inf, device=device)
+    epoch, stale, stopped = 0, 0, "patience"
+    log(f"dynamics ({cfg.direction}) on {dataset.name}: {E} members, {T} training and {n_hold} hold-out "
+        f"transitions, device {device}")
+    while True:
+        epoch += 1
+        model.train()
+        total = torch.zeros((), device=device)
+        batches = 0
+        for start in range(0, T, cfg.batch):
+            idx = boot[:, start:start + cfg.batch]  # [E, b]
+            mu, logvar = model(xt[idx])
+            target = yt[idx]
+            nll = ((mu - target).pow(2) * torch.exp(-logvar)).mean(dim=(1, 2)) + logvar.mean(dim=(1, 2))
+            loss = (nll.sum() + model.decay_loss()
+                    + cfg.logvar_bound_coef * (model.max_logvar.sum() - model.min_logvar.sum()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+            batches += 1
+        model.eval()
+        mse = model.member_mse(xh, yh)
+        improved = torch.isinf(best) | ((best - mse) / best > cfg.min_improvement)
+        if bool(improved.any()):
+            best = torch.where(improved, mse, best)
+            with torch.no_grad():
+                for p, s in zip(member_params, saved):
+                    s[improved] = p[improved]
+            stale = 0
+        else:
+            stale += 1
+        # Reshuffle every member's bootstrap rows for the next epoch.
+        boot = boot.gather(1, torch.rand((E, T), generator=gen, device=device).argsort(dim=1))
+        train_loss = (total / batches).item()
+        if epoch == 1 or epoch % log_every == 0:
+            log(f"dynamics ({cfg.direction}) epoch {epoch}: train loss {train_loss:.4g}, hold-out MSE "
+                f"{', '.join(f'{v:.3g}' for v in mse.tolist())}")
+        if stale >= cfg.patience:
+            break
+        if cfg.max_epochs is not None and epoch >= cfg.max_epochs:
+            stopped = "max_epochs"
+            break
+
+    with torch.no_grad():
+        for p, s in zip(member_params, saved):
+            p.copy_(s)
+        elites = best.argsort()[:cfg.elites]
+        model.elite_index.copy_(elites)
+        model.holdout_mse.copy_(best)
+    model.eval().requires_grad_(False)
+    wall = time.perf_counter() - t0
+    report = dict(direction=cfg.direction, dataset=dataset.name, holdout_mse=best.tolist(),
+                  elites=elites.tolist(), holdout_mse_elites=float(best[elites].mean()), epochs=epoch,
+                  stopped=stopped, train_loss=train_loss, wall_s=wall, train_size=T, holdout_size=n_hold,
+                  holdout_index=hold_idx.tolist())
+    model.report = report
+    log(f"dynamics ({cfg.direction}) fitted in {wall:.1f}s: {epoch} epochs (stopped by {stopped}), elites "
+        f"{report['elites']}, hold-out MSE of the elites {report['holdout_mse_elites']:.4g}")
+    return model, report
+
+
+def load_or_fit(dataset, config: DynamicsConfig | None = None, cache=None, log: Callable[[str], None] = print,
+                device="cpu") -> EnsembleDynamics:
+    """The dataset's model for `config`: from `cache` (offrl.cache.Cache) when it has it, else fitted (and
+    stored there). Stage "dynamics" or "reverse_dynamics"; the cache seed is the model's own config.seed."""
+    cfg = config or DynamicsConfig()
+
+    def build() -> dict:
+        model, report = fit(dataset, cfg, log=log, device=device)
+        return model.to_artifact(report)
+
+    artifact = build() if cache is None else cache.get_or_build(dataset, cfg.stage, cfg, cfg.seed, build, log=log)
+    return EnsembleDynamics.from_artifact(artifact, device=device)
+
+
+__all__ = ["DynamicsConfig", "EnsembleDynamics", "StepOutput", "fit", "load_or_fit", "training_pairs"]

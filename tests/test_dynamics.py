@@ -1,0 +1,236 @@
+"""The probabilistic dynamics ensemble on PointMass (p' = clip(p + 0.1 a, -2, 2), goal fixed, r = -|p' - g|),
+and the termination functions against the real Gymnasium v5 environments.
+
+The networks here are 2 x 64 instead of 4 x 200 and the fits are capped in epochs so that the file runs in
+well under a minute on one CPU thread; the training rule is the production one.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from offrl.cache import Cache
+from offrl.dynamics import DynamicsConfig, EnsembleDynamics, fit, load_or_fit
+from offrl.envs import pointmass as pm
+from offrl.envs.termination import TERMINATION_FNS, termination_fn
+from offrl.errors import OfflineRLError
+from offrl.rng import SeedStreams
+
+
+def small(**kw) -> DynamicsConfig:
+    return DynamicsConfig(**{**dict(hidden=(64, 64), weight_decays=(2.5e-5, 5e-5, 1e-4)), **kw})
+
+
+def holdout(dataset, report):
+    idx = np.asarray(report["holdout_index"])
+    return tuple(torch.as_tensor(a[idx]) for a in (dataset.observations, dataset.actions,
+                                                  dataset.next_observations, dataset.rewards))
+
+
+@pytest.fixture(scope="module")
+def random_data(pointmass):
+    return pointmass("random", 5_000)
+
+
+@pytest.fixture(scope="module")
+def forward(random_data):
+    return fit(random_data, small(max_epochs=60), log=lambda m: None)
+
+
+def test_forward_model_fits_pointmass(random_data, forward):
+    model, report = forward
+    obs, act, nxt, rew = holdout(random_data, report)
+    out = model.step(obs, act, deterministic=True)
+    state_mse = (out.next_obs - nxt).pow(2).mean().item()
+    reward_mse = (out.reward - rew).pow(2).mean().item()
+    # Bounds: the position moves by 0.1 a with a ~ U(-1, 1), so Var(dp) = 0.01 / 3 = 3.3e-3 per coordinate
+    # (the goal does not move). A model no better than predicting the mean move would score ~1.7e-3 on the
+    # average over the 4 dims; we ask for 1 % of Var(dp). Seen: ~1.4e-6. The reward -|p' - g| has a kink
+    # and variance ~0.30 here; we ask for 10 % of its variance. Seen after 60 epochs: ~0.015 (5 %).
+    var_dp = float(np.var(random_data.next_observations[:, :2] - random_data.observations[:, :2], 0).mean())
+    assert state_mse < 0.01 * var_dp, (state_mse, var_dp)
+    assert reward_mse < 0.1 * float(np.var(random_data.rewards)), reward_mse
+    assert report["holdout_size"] == 1000 and report["train_size"] == 4000  # min(20 %, 1000)
+    errors = model.rollout_error(random_data, horizons=(1, 5))
+    # Open-loop errors grow with the horizon but stay far below the spread of 5-step moves (5 * 3.3e-3).
+    assert errors[1] < errors[5] < 0.01 * 5 * var_dp, errors
+    print(f"\nforward hold-out state MSE {state_mse:.3g}, reward MSE {reward_mse:.3g}, rollout errors {errors}, "
+          f"elite hold-out MSE {report['holdout_mse_elites']:.3g}, {report['epochs']} epochs, "
+          f"{report['wall_s']:.1f}s")
+
+
+def test_forward_model_fits_medium_data(pointmass):
+    data = pointmass("medium", 5_000)
+    model, report = fit(data, small(max_epochs=25, seed=1), log=lambda m: None)
+    obs, act, nxt, rew = holdout(data, report)
+    state_mse = (model.step(obs, act, deterministic=True).next_obs - nxt).pow(2).mean().item()
+    var_dp = float(np.var(data.next_observations[:, :2] - data.observations[:, :2], 0).mean())
+    assert state_mse < 0.01 * var_dp, (state_mse, var_dp)  # same bound as above; seen ~2e-6
+    print(f"\nmedium hold-out state MSE {state_mse:.3g}, rollout errors {model.rollout_error(data)}")
+
+
+def test_elites_are_the_best_members_and_best_weights_are_kept(random_data, forward):
+    model, report = forward
+    mse = torch.tensor(report["holdout_mse"])
+    assert sorted(report["elites"]) == sorted(mse.argsort()[:5].tolist())
+    assert model.elite_index.tolist() == report["elites"]
+    obs, act, nxt, rew = holdout(random_data, report)
+    x = torch.cat([obs, act], -1)
+    y = torch.cat([nxt - obs, rew[:, None]], -1)
+    # The restored weights are the ones whose hold-out MSE was recorded.
+    torch.testing.assert_close(model.member_mse(x, y), mse, rtol=1e-5, atol=0)
+
+
+def test_early_stopping_keeps_each_members_best_weights(pointmass):
+    # No member can improve by more than 100 %, so training stops after epoch 1 + patience and every
+    # member must be rolled back to its epoch-1 weights, although epochs 2..6 trained it further.
+    data = pointmass("random", 1_000)
+    cfg = small(hidden=(32, 32), min_improvement=1.0, patience=3)
+    model, report = fit(data, cfg, log=lambda m: None)
+    assert report["epochs"] == 4 and report["stopped"] == "patience"
+    one, _ = fit(data, small(hidden=(32, 32), max_epochs=1), log=lambda m: None)
+    for a, b in zip(model.state_dict().items(), one.state_dict().items()):
+        if a[0].startswith("layers."):
+            torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
+
+
+def test_reverse_model_recovers_previous_state(random_data):
+    cfg = DynamicsConfig.cocoa_reverse(hidden=(64, 64), weight_decays=(2.5e-5, 5e-5, 1e-4), max_epochs=30)
+    model, report = fit(random_data, cfg, log=lambda m: None)
+    assert report["holdout_size"] == 500  # COCOA's reverse model holds out 10 %
+    obs, act, nxt, _ = holdout(random_data, report)
+    out = model.step(nxt, act, deterministic=True)
+    assert out.reward is None and not out.terminal.any()  # no reward head, never terminates
+    err = (out.next_obs - obs).pow(2).mean().item()
+    # Same scale argument as the forward test: 1 % of Var(dp). Seen: ~5e-7.
+    var_dp = float(np.var(random_data.next_observations[:, :2] - random_data.observations[:, :2], 0).mean())
+    assert err < 0.01 * var_dp, err
+    errors = model.rollout_error(random_data, horizons=(1, 3))
+    assert errors[1] < errors[3] < 0.01 * 3 * var_dp, errors
+    print(f"\nreverse hold-out MSE of s {err:.3g}, backward rollout errors {errors}")
+
+
+def test_deterministic_step_is_the_mean_of_the_elites(forward):
+    model, _ = forward
+    obs = torch.as_tensor(pm.reset_batch(np.random.default_rng(0), 32))
+    act = torch.rand(32, 2) * 2 - 1
+    out = model.step(obs, act, deterministic=True)
+    assert out.member_mean.shape == (7, 32, 5) and out.member_std.shape == (7, 32, 5)
+    elite_mean = out.member_mean[model.elite_index].mean(0)
+    torch.testing.assert_close(out.next_obs, elite_mean[:, :4])
+    torch.testing.assert_close(out.reward, elite_mean[:, 4])
+    # Stochastic samples scatter around the elites' means: their average over many draws is close.
+    many = model.step(obs.repeat(400, 1), act.repeat(400, 1)).next_obs.view(400, 32, 4).mean(0)
+    spread = out.member_std[model.elite_index, :, :4].max() + (out.member_mean[:, :, :4].std(0)).max()
+    assert (many - out.next_obs).abs().max() < 4 * spread / 20 + 1e-6
+
+
+def test_batched_leading_dims_and_per_seed_streams(forward):
+    model, _ = forward
+    rng = np.random.default_rng(1)
+    obs = torch.as_tensor(pm.reset_batch(rng, 6)).view(2, 3, 4)  # [S, B, d]
+    act = torch.as_tensor(rng.uniform(-1, 1, (2, 3, 2)), dtype=torch.float32)
+    det = model.step(obs, act, deterministic=True)
+    flat = model.step(obs.view(6, 4), act.view(6, 2), deterministic=True)
+    assert det.next_obs.shape == (2, 3, 4) and det.reward.shape == (2, 3) and det.terminal.shape == (2, 3)
+    assert det.member_mean.shape == (2, 7, 3, 5)  # [S, E, B, out], like the critics' [S, E, B]
+    torch.testing.assert_close(det.next_obs.view(6, 4), flat.next_obs)
+    torch.testing.assert_close(det.member_mean.transpose(0, 1).reshape(7, 6, 5), flat.member_mean)
+    # Stochastic steps with the agent's streams: seed 0's sample does not depend on seed 1 being there.
+    both = model.step(obs, act, streams=SeedStreams([0, 1], "rollout"))
+    alone = model.step(obs[:1], act[:1], streams=SeedStreams([0], "rollout"))
+    torch.testing.assert_close(both.next_obs[:1], alone.next_obs)
+    assert not torch.equal(both.next_obs, det.next_obs)
+    with pytest.raises(OfflineRLError, match="streams of 3 seeds"):
+        model.step(obs, act, streams=SeedStreams([0, 1, 2], "rollout"))
+
+
+def test_rollout_respects_termination(forward):
+    model, _ = forward
+    rng = np.random.default_rng(2)
+    start = pm.reset_batch(rng, 64)
+    start[:32, 2:] = start[:32, :2] + rng.uniform(-0.05, 0.05, (32, 2))  # seed 0's rows: one step from the goal
+    start[32:, 2:] = start[32:, :2] - 0.4 * np.sign(start[32:, :2])      # seed 1's: >= 0.57 away, 4+ steps
+    start = torch.as_tensor(start).view(2, 32, 4)                           # [S, B, d]
+    policy = lambda o: torch.as_tensor(pm.optimal_action(o.reshape(-1, 4).numpy())).view(*o.shape[:-1], 2)
+    out = model.rollout(policy, start, horizon=5, deterministic=True)
+    assert out["observations"].shape == (2, 5, 32, 4) and out["mask"].shape == (2, 5, 32)
+    term, mask = out["terminals"], out["mask"]
+    assert mask[:, 0].all()
+    ended_before = torch.cumsum(term.int(), dim=1) - term.int() > 0
+    assert torch.equal(mask, ~ended_before)  # valid until (and including) the step that terminates
+    assert term[0, 0].float().mean() > 0.9 and not term[1, 0].any()  # near-goal rows end at once
+    assert term[1].any(dim=0).float().mean() > 0.5 and not mask[1].all()  # far rows end later, masked after
+    torch.testing.assert_close(out["observations"][:, 1:], out["next_observations"][:, :-1])
+    again = TERMINATION_FNS["pointmass"](out["observations"], out["actions"], out["next_observations"])
+    assert torch.equal(again, term)
+    stochastic = model.rollout(policy, start, horizon=3, streams=SeedStreams([0, 1], "rollout"))
+    assert stochastic["rewards"].shape == (2, 3, 32)
+
+
+def test_artifact_round_trip_and_cached_fit(random_data, forward, tmp_path):
+    model, report = forward
+    again = EnsembleDynamics.from_artifact(model.to_artifact(report))
+    obs = torch.as_tensor(random_data.observations[:50])
+    act = torch.as_tensor(random_data.actions[:50])
+    torch.testing.assert_close(again.step(obs, act, deterministic=True).next_obs,
+                               model.step(obs, act, deterministic=True).next_obs, rtol=0, atol=0)
+    assert again.report["elites"] == report["elites"] and again.family == "pointmass"
+    cache, logs = Cache(tmp_path), []
+    first = load_or_fit(random_data, small(max_epochs=2), cache=cache, log=logs.append)
+    second = load_or_fit(random_data, small(max_epochs=2), cache=cache, log=logs.append)
+    assert logs[-1].startswith("reused dynamics from ")
+    torch.testing.assert_close(second.step(obs, act, deterministic=True).next_obs,
+                               first.step(obs, act, deterministic=True).next_obs, rtol=0, atol=0)
+
+
+# ---- termination functions against the environments themselves
+
+
+@pytest.mark.parametrize("env_id,family", [("Hopper-v5", "hopper"), ("Walker2d-v5", "walker2d"),
+                                           ("Ant-v5", "ant"), ("HalfCheetah-v5", "half_cheetah")])
+def test_termination_matches_gymnasium(env_id, family, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    obs, _ = env.reset(seed=0)
+    prev, acts, nexts, flags = [], [], [], []
+    for _ in range(400):
+        a = env.action_space.sample()
+        nxt, _, terminated, truncated, _ = env.step(a)
+        prev.append(obs), acts.append(a), nexts.append(nxt), flags.append(terminated)
+        obs = nxt
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+    fn = termination_fn(family)
+    prev, acts, nexts, flags = map(np.asarray, (prev, acts, nexts, flags))
+    done = fn(prev, acts, nexts)
+    assert done.dtype == bool and done.shape == (400,)
+    np.testing.assert_array_equal(done, flags)
+    done_t = fn(*(torch.as_tensor(x) for x in (prev, acts, nexts)))
+    np.testing.assert_array_equal(done_t.numpy(), flags)
+    if family in ("hopper", "walker2d"):
+        assert flags.any()  # random actions make them fall: the check was exercised
+
+
+def test_termination_edge_cases():
+    hop = termination_fn("hopper")
+    healthy = np.array([[1.25, 0.0, 0.0]])
+    assert not hop(None, None, healthy)[0]
+    assert hop(None, None, np.array([[0.7, 0.0, 0.0]]))[0]      # z > 0.7 strictly
+    assert hop(None, None, np.array([[1.2, 0.2, 0.0]]))[0]      # |angle| < 0.2 strictly
+    assert hop(None, None, np.array([[1.2, 0.0, 100.0]]))[0]    # |s[1:]| < 100
+    assert hop(None, None, np.array([[1.2, 0.0, np.nan]]))[0]   # a diverged model state ends
+    cheetah = termination_fn("HalfCheetah")
+    assert not cheetah(None, None, np.zeros((1, 17)))[0] and cheetah(None, None, np.full((1, 17), 100.0))[0]
+    ant = termination_fn("ant")
+    assert not ant(None, None, np.array([[0.2, 0.0]]))[0] and not ant(None, None, np.array([[1.0, 0.0]]))[0]
+    assert ant(None, None, np.array([[1.01, 0.0]]))[0]          # Ant-v5: z in [0.2, 1.0], inclusive
+    pmf = termination_fn("pointmass")
+    batch = torch.tensor([[[0.0, 0.0, 0.04, 0.0], [0.0, 0.0, 0.06, 0.0]]])  # leading dims [1, 2, 4]
+    assert pmf(None, None, batch).tolist() == [[True, False]]
+    with pytest.raises(OfflineRLError, match="no termination function for environment family 'door'"):
+        termination_fn("door")
