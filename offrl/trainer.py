@@ -121,6 +121,10 @@ class Trainer:
         self.clock = PhaseClock()
         with self.clock("setup"):
             self.dataset = resolve(spec["dataset"], size=spec.get("dataset_size"), log=log)
+            if not self.dataset.has_reference_scores:  # fail now, not after hours of training
+                raise OfflineRLError(f"dataset {self.dataset.name} has no reference scores (ref_min_score/"
+                                     "ref_max_score), so no normalised score can be reported; add them to its "
+                                     "metadata")
             self.agent = registry.make(spec["agent"], self.dataset.spec, self.agent_cfg, self.seeds, self.device)
             self.agent.to(self.device)
             self.agent.total_steps = self.train_cfg.steps
@@ -217,7 +221,7 @@ class Trainer:
     def evaluate(self, evaluator: Evaluator) -> dict:
         returns = evaluator.run(self.agent)  # [S, N]
         mean_returns = returns.mean(1)
-        scores = self.dataset.normalized_score(mean_returns) if self.dataset.has_reference_scores else mean_returns
+        scores = self.dataset.normalized_score(mean_returns)
         record = {"step": self.step, "returns": mean_returns.tolist(), "scores": np.asarray(scores).tolist()}
         self.history.append(record)
         lines = ["step,seed,mean_return,normalized_score"]

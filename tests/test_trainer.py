@@ -113,3 +113,25 @@ def test_plugin_agent_from_the_readme_trains(tmp_path, data_dir):
     assert out.exit_code == 0, out.output
     listing = CliRunner().invoke(main, ["agents", "--plugin", "examples/my_agent.py"])
     assert "my-bc" in listing.output and "td3bc" in listing.output
+
+
+def test_a_dataset_without_reference_scores_is_refused_before_training(tmp_path, monkeypatch):
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    import offrl.envs  # noqa: F401  (registers offrl/PointMass-v0)
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    rng = np.random.default_rng(0)
+    episodes = [EpisodeBuffer(id=i, observations=rng.normal(size=(6, 4)).astype(np.float32),
+                              actions=rng.uniform(-1, 1, (5, 2)).astype(np.float32), rewards=rng.normal(size=5),
+                              terminations=np.r_[np.zeros(4, bool), True], truncations=np.zeros(5, bool), infos={})
+                for i in range(2)]
+    minari.create_dataset_from_buffers("test/pointmass/norefs-v0", episodes, env="offrl/PointMass-v0",
+                                       algorithm_name="x", author="t", author_email="t@example.com",
+                                       code_permalink="https://example.com")
+    out = CliRunner().invoke(main, ["run", "--agent", "bc", "--env", "minari:test/pointmass/norefs-v0",
+                                    "--out", str(tmp_path / "runs")])
+    assert out.exit_code == 2
+    assert "test/pointmass/norefs-v0 has no reference scores" in out.output
+    assert not (tmp_path / "runs").exists()

@@ -75,6 +75,7 @@ def resolve_minari(name: str, log: Log = print) -> Dataset | None:
 
 def resolve(name: str, size: int | None = None, log: Log = print) -> Dataset:
     """The Dataset a name stands for. `size` builds a generated dataset of that many transitions."""
+    recipes.load_builtin()  # also registers offrl's env ids, which Minari datasets may have been recorded on
     if ":" in name:
         prefix, rest = name.split(":", 1)
         if prefix == "offrl":
