@@ -16,3 +16,9 @@ register_recipe(Recipe(
     version="0",
     description="PointMass-v0: reach a goal in the plane; optimum known in closed form (envs/pointmass.py)",
 ))
+
+# The MuJoCo recipes (envs/mujoco.py): one per env whose behaviour policies are shipped in envs/policies/.
+from offrl.envs import mujoco  # noqa: E402
+
+for _family in mujoco.available_families():
+    register_recipe(mujoco.make_recipe(_family))

@@ -1,0 +1,410 @@
+"""Behaviour policies for the MuJoCo recipes: trained here with stable-baselines3 PPO, shipped as small files.
+
+`train_behaviour` trains PPO on one Gymnasium MuJoCo v5 env (fixed seed, one torch thread, one env in a
+DummyVecEnv, VecNormalize where the settings use it), saves a policy snapshot every `snapshot_every` env
+steps, evaluates each (10 episodes with fixed seeds, with the mean action and with sampled actions) and writes to envs/policies/<family>/:
+
+    expert.pt              the snapshot with the best evaluation return (a fully trained policy)
+    medium.pt              the snapshot before the expert whose behaviour return (stochastic actions, as in
+                           the datasets) is closest to a third of the expert's (see `pick`)
+    replay_00.pt ...       up to 11 snapshots from the start of training up to the medium one (medium-replay)
+    behaviour.json         env, versions, settings, every snapshot's return, the picks, sha256 of each file,
+                           the reference returns (uniform-random and expert, 100 episodes), wall-clock
+
+A policy file holds only what inference needs, as plain tensors in a dict (see `extract_policy`): the policy
+MLP, the action head, the state-independent log std and the observation normaliser's statistics.
+`BehaviourPolicy` loads one and acts on a batch of observations with torch: the mean action, or a Gaussian
+sample drawn from a numpy Generator the caller seeds, clipped to the action box (SB3 clips the same way
+when it acts in an env). D4RL collected its data with the stochastic policy, and so do the recipes.
+
+Training is resumable: the SB3 model, the normaliser and the snapshots so far are checkpointed under
+<offrl data dir>/cache/behaviour/<family>-seed<seed>/ after every snapshot, and a later call with the same
+env and seed continues from there (bit-for-bit reproducibility then holds per uninterrupted stretch only).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# torch is imported where it is used: importing offrl.envs (to list the recipes) stays quick.
+
+POLICY_FORMAT = "offrl-behaviour-policy/1"
+POLICIES_DIR = Path(__file__).resolve().parent / "policies"
+
+FAMILIES = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
+
+EVAL_EPISODES = 10
+EVAL_SEED = 1_000_000  # evaluation episode k starts from env seed EVAL_SEED + k
+REFERENCE_EPISODES = 100
+REFERENCE_SEED = 2_000_000
+MAX_REPLAY = 11  # replay_00 ... replay_10
+
+# SB3's PPO defaults, written out so that behaviour.json records every value that produced a policy.
+SB3_DEFAULTS = dict(learning_rate=3e-4, n_steps=2048, batch_size=64, n_epochs=10, gamma=0.99, gae_lambda=0.95,
+                    clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
+                    policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn="tanh",
+                                       log_std_init=0.0, ortho_init=True))
+
+# Per env: PPO keyword arguments, whether observations/rewards go through VecNormalize, and the default
+# step budget. Hopper: SB3 defaults, measured to reach ~3,100-3,300 in 400-500k steps at ~1,150 steps/s
+# (specs/dependency-stack.md §5.3). The others: see the comments.
+SETTINGS: dict[str, dict] = {
+    "Hopper-v5": dict(ppo=SB3_DEFAULTS, normalize=False, steps=600_000),
+    # PPO's classic MuJoCo setting (the defaults above, with observation and reward normalisation).
+    "Walker2d-v5": dict(ppo=SB3_DEFAULTS, normalize=True, steps=750_000),
+    # RL-Zoo's tuned HalfCheetah values (hyperparams/ppo.yml), with a 64x64 policy so the files stay small.
+    "HalfCheetah-v5": dict(ppo=dict(learning_rate=2.0633e-05, n_steps=512, batch_size=64, n_epochs=20, gamma=0.98,
+                                    gae_lambda=0.92, clip_range=0.1, ent_coef=0.000401762, vf_coef=0.58096,
+                                    max_grad_norm=0.8,
+                                    policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[256, 256]),
+                                                       activation_fn="relu", log_std_init=-2.0, ortho_init=False)),
+                           normalize=True, steps=300_000),
+    "Ant-v5": dict(ppo=SB3_DEFAULTS, normalize=True, steps=1_000_000),
+}
+
+
+def env_id_of(env_name: str) -> str:
+    """'hopper' or 'Hopper-v5' -> 'Hopper-v5'."""
+    if env_name in FAMILIES:
+        return FAMILIES[env_name]
+    for env_id in FAMILIES.values():
+        if env_name.lower() == env_id.lower():
+            return env_id
+    raise KeyError(f"unknown MuJoCo env {env_name!r}: use one of {', '.join(FAMILIES)} or {', '.join(FAMILIES.values())}")
+
+
+def family_of(env_name: str) -> str:
+    env_id = env_id_of(env_name)
+    return next(f for f, e in FAMILIES.items() if e == env_id)
+
+
+def policy_dir(env_name: str) -> Path:
+    return POLICIES_DIR / family_of(env_name)
+
+
+def versions() -> dict:
+    import torch
+    import gymnasium
+    import mujoco
+    import stable_baselines3
+
+    return dict(stable_baselines3=stable_baselines3.__version__, gymnasium=gymnasium.__version__,
+                mujoco=mujoco.__version__, torch=torch.__version__, numpy=np.__version__,
+                python=platform.python_version())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shipped policy
+# ---------------------------------------------------------------------------------------------------------
+class BehaviourPolicy:
+    """A PPO Gaussian policy as it acts in the env: normalise obs, MLP, mean action, + exp(log_std) noise, clip."""
+
+    def __init__(self, state: dict):
+        import torch
+        if state.get("format") != POLICY_FORMAT:
+            raise ValueError(f"not an offrl behaviour policy (format {state.get('format')!r})")
+        self.state = state
+        self.env_id = state["env_id"]
+        self.step = int(state["step"])
+        self.hidden = [(state[f"pi.{i}.weight"].float(), state[f"pi.{i}.bias"].float())
+                       for i in range(int(state["n_hidden"]))]
+        self.mu = (state["mu.weight"].float(), state["mu.bias"].float())
+        self.activation = {"tanh": torch.tanh, "relu": torch.relu}[state["activation"]]
+        self.std = state["log_std"].double().exp().numpy()
+        self.obs_mean = None if state["obs_mean"] is None else state["obs_mean"].double().numpy()
+        self.obs_scale = None if state["obs_var"] is None else np.sqrt(state["obs_var"].double().numpy()
+                                                                       + float(state["obs_eps"]))
+        self.obs_clip = float(state["obs_clip"])
+        self.low = state["action_low"].double().numpy()
+        self.high = state["action_high"].double().numpy()
+        self.obs_dim = self.hidden[0][0].shape[1]
+        self.act_dim = self.mu[0].shape[0]
+
+    @classmethod
+    def load(cls, path) -> "BehaviourPolicy":
+        import torch
+        return cls(torch.load(path, map_location="cpu", weights_only=True))
+
+    def mean(self, obs: np.ndarray) -> np.ndarray:
+        """Mean actions [n, act_dim] (before clipping) for observations [n, obs_dim]."""
+        import torch
+        import torch.nn.functional as F
+        obs = np.asarray(obs, np.float64)
+        if self.obs_mean is not None:
+            obs = np.clip((obs - self.obs_mean) / self.obs_scale, -self.obs_clip, self.obs_clip)
+        with torch.no_grad():
+            x = torch.as_tensor(obs, dtype=torch.float32)
+            for w, b in self.hidden:
+                x = self.activation(F.linear(x, w, b))
+            return F.linear(x, *self.mu).numpy()
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None, deterministic: bool = False) -> np.ndarray:
+        """Actions [n, act_dim] in the action box: the mean if deterministic, else a sample drawn with `rng`."""
+        a = self.mean(obs).astype(np.float64)
+        if not deterministic:
+            a = a + self.std * rng.standard_normal(a.shape)
+        return np.clip(a, self.low, self.high).astype(np.float32)
+
+    __call__ = act
+
+
+class UniformPolicy:
+    """Uniform random actions in the box, drawn with the caller's Generator (the `random` level)."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray):
+        self.low, self.high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+
+    def act(self, obs, rng: np.random.Generator, deterministic: bool = False) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=(len(obs), len(self.low))).astype(np.float32)
+
+    __call__ = act
+
+
+def extract_policy(model, vecnorm, env_id: str, step: int) -> dict:
+    """What inference needs from an SB3 PPO model (and its VecNormalize), as plain tensors."""
+    import torch
+    pol = model.policy
+    linears = [m for m in pol.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+    act_name = {torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu"}[pol.activation_fn]
+    state = {"format": POLICY_FORMAT, "env_id": env_id, "step": int(step), "activation": act_name,
+             "n_hidden": len(linears)}
+    for i, lin in enumerate(linears):
+        state[f"pi.{i}.weight"] = lin.weight.detach().clone().float()
+        state[f"pi.{i}.bias"] = lin.bias.detach().clone().float()
+    state["mu.weight"] = pol.action_net.weight.detach().clone().float()
+    state["mu.bias"] = pol.action_net.bias.detach().clone().float()
+    state["log_std"] = pol.log_std.detach().clone().float()
+    if vecnorm is not None and vecnorm.norm_obs:
+        state["obs_mean"] = torch.tensor(vecnorm.obs_rms.mean, dtype=torch.float64)
+        state["obs_var"] = torch.tensor(vecnorm.obs_rms.var, dtype=torch.float64)
+        state["obs_eps"], state["obs_clip"] = float(vecnorm.epsilon), float(vecnorm.clip_obs)
+    else:
+        state["obs_mean"] = state["obs_var"] = None
+        state["obs_eps"], state["obs_clip"] = 0.0, float("inf")
+    space = model.action_space
+    state["action_low"] = torch.tensor(space.low, dtype=torch.float64)
+    state["action_high"] = torch.tensor(space.high, dtype=torch.float64)
+    return state
+
+
+def save_policy(state: dict, path: Path) -> None:
+    import torch
+    tmp = Path(f"{path}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate(policy, env_id: str, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED,
+             deterministic: bool = True, rng_seed: int = 0) -> np.ndarray:
+    """Returns of `episodes` episodes (episode k starts from env seed `seed + k`); actions as in `policy.act`."""
+    from offrl.envs.mujoco import run_episodes
+
+    eps = run_episodes(env_id, policy, episodes=episodes, episode_seeds=lambda k: seed + k,
+                       rng=np.random.default_rng(rng_seed), deterministic=deterministic,
+                       num_envs=min(episodes, 50), progress=False)
+    return np.array([float(np.sum(e["rewards"])) for e in eps])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------
+def _ppo_kwargs(settings: dict) -> dict:
+    import torch
+    kw = json.loads(json.dumps(settings["ppo"]))  # deep copy
+    pk = kw["policy_kwargs"]
+    pk["activation_fn"] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[pk["activation_fn"]]
+    return kw
+
+
+def _make_venv(env_id: str, settings: dict):
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    venv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
+    if settings["normalize"]:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=settings["ppo"]["gamma"])
+    return venv
+
+
+def work_dir_for(env_name: str, seed: int) -> Path:
+    from offrl.paths import cache_dir
+    return cache_dir() / "behaviour" / f"{family_of(env_name)}-seed{seed}"
+
+
+def train_behaviour(env_name: str, total_steps: int | None = None, seed: int = 0, out_dir: str | Path | None = None,
+                    log: Callable[[str], None] = print, snapshot_every: int = 25_000,
+                    work_dir: str | Path | None = None) -> dict:
+    """Train PPO on `env_name`, snapshot and evaluate it, pick expert/medium/replay and write them to out_dir.
+
+    Resumes from the checkpoint in work_dir (default: <data dir>/cache/behaviour/<family>-seed<seed>) if
+    one exists. Returns the behaviour.json record."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(1)
+    env_id = env_id_of(env_name)
+    family = family_of(env_name)
+    settings = SETTINGS[env_id]
+    total_steps = int(total_steps or settings["steps"])
+    out_dir = Path(out_dir) if out_dir else POLICIES_DIR / family
+    work = Path(work_dir) if work_dir else work_dir_for(env_name, seed)
+    snaps_dir = work / "snapshots"
+    snaps_dir.mkdir(parents=True, exist_ok=True)
+    state_file = work / "state.json"
+    record_settings = dict(ppo=settings["ppo"], normalize=settings["normalize"], n_envs=1, seed=seed,
+                           snapshot_every=snapshot_every)
+
+    venv = _make_venv(env_id, settings)
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if state["settings"] != json.loads(json.dumps(record_settings)):
+            raise RuntimeError(f"{work} holds a run with other settings; delete it to start afresh")
+        if settings["normalize"]:
+            venv = VecNormalize.load(str(work / "vecnormalize.pkl"), venv.venv)
+        model = PPO.load(work / "model.zip", env=venv, device="cpu")
+        log(f"resuming {env_id} seed {seed} from step {model.num_timesteps:,} ({work})")
+    else:
+        state = dict(settings=record_settings, snapshots=[], train_seconds=0.0, eval_seconds=0.0)
+        model = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **_ppo_kwargs(settings))
+        log(f"training PPO on {env_id}, seed {seed}, {total_steps:,} steps, snapshots every {snapshot_every:,} "
+            f"(checkpoints in {work})")
+
+    def snapshot():
+        step = int(model.num_timesteps)
+        t0 = time.time()
+        pstate = extract_policy(model, venv if settings["normalize"] else None, env_id, step)
+        path = snaps_dir / f"step_{step:08d}.pt"
+        save_policy(pstate, path)
+        rets = evaluate(BehaviourPolicy.load(path), env_id)
+        brets = evaluate(BehaviourPolicy.load(path), env_id, deterministic=False)
+        state["eval_seconds"] += time.time() - t0
+        state["snapshots"].append(dict(step=step, file=path.name, eval_mean=round(float(rets.mean()), 2),
+                                       eval_std=round(float(rets.std()), 2),
+                                       behaviour_mean=round(float(brets.mean()), 2)))
+        # checkpoint: model, normaliser, then the state that names them (written last, atomically)
+        model.save(work / "model.zip")
+        if settings["normalize"]:
+            venv.save(str(work / "vecnormalize.pkl"))
+        tmp = work / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, state_file)
+        train_ret = [ep["r"] for ep in model.ep_info_buffer] if model.ep_info_buffer else []
+        log(f"{env_id} step {step:>9,}  eval {rets.mean():8.1f} ± {rets.std():6.1f}  stochastic {brets.mean():8.1f}  "
+            f"train-ep {np.mean(train_ret) if train_ret else float('nan'):8.1f}  "
+            f"std {np.exp(pstate['log_std'].numpy()).mean():.3f}  "
+            f"train {state['train_seconds']:7.0f}s ({step / max(state['train_seconds'], 1e-9):5.0f} steps/s)")
+
+    if not state["snapshots"]:
+        snapshot()  # step 0: the untrained policy, the start of medium-replay
+    while model.num_timesteps < total_steps:
+        target = min(total_steps, (model.num_timesteps // snapshot_every + 1) * snapshot_every)
+        t0 = time.time()
+        model.learn(total_timesteps=target - model.num_timesteps, reset_num_timesteps=False, progress_bar=False)
+        state["train_seconds"] += time.time() - t0
+        snapshot()
+    venv.close()
+    return write_policies(env_name, work, out_dir, log=log)
+
+
+def pick(snapshots: list[dict]) -> tuple[int, int, list[int]]:
+    """(expert index, medium index, replay indices) from the evaluated snapshots in training order.
+
+    expert: the best deterministic evaluation return. medium: among the snapshots before the expert, the one
+    whose behaviour return (stochastic actions, as the datasets are collected) is closest to a third of the
+    expert's behaviour return. Picking medium by the deterministic return instead can land on a snapshot whose
+    mean action briefly collapsed while its stochastic behaviour is near the expert's (seen on Hopper).
+    replay: the snapshots from the first (step 0) up to medium, at most MAX_REPLAY, evenly spaced."""
+    evals = np.array([s["eval_mean"] for s in snapshots])
+    behav = np.array([s["behaviour_mean"] for s in snapshots])
+    expert = int(np.argmax(evals))
+    before = list(range(expert)) or [i for i in range(len(snapshots)) if i != expert] or [expert]
+    medium = min(before, key=lambda i: (abs(behav[i] - behav[expert] / 3), i))
+    upto = list(range(medium + 1))
+    if len(upto) > MAX_REPLAY:
+        upto = sorted(set(np.linspace(0, medium, MAX_REPLAY).round().astype(int).tolist()))
+    return expert, medium, upto
+
+
+def write_policies(env_name: str, work: str | Path, out_dir: str | Path | None = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Pick expert/medium/replay from the run in `work`, copy them to out_dir, measure the reference returns
+    and write behaviour.json."""
+    env_id, family = env_id_of(env_name), family_of(env_name)
+    work = Path(work)
+    out_dir = Path(out_dir) if out_dir else POLICIES_DIR / family
+    state = json.loads((work / "state.json").read_text())
+    snaps = state["snapshots"]
+    missing = [s for s in snaps if "behaviour_mean" not in s]  # runs from before behaviour returns were kept
+    for snap in missing:
+        rets = evaluate(BehaviourPolicy.load(work / "snapshots" / snap["file"]), env_id, deterministic=False)
+        snap["behaviour_mean"] = round(float(rets.mean()), 2)
+    if missing:
+        (work / "state.json.tmp").write_text(json.dumps(state, indent=1))
+        os.replace(work / "state.json.tmp", work / "state.json")
+        log(f"measured the behaviour return of {len(missing)} snapshots")
+    expert, medium, replay = pick(snaps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.pt"):
+        old.unlink()
+    chosen = {"expert.pt": expert, "medium.pt": medium}
+    chosen.update({f"replay_{k:02d}.pt": i for k, i in enumerate(replay)})
+    files = {}
+    for name, i in chosen.items():
+        shutil.copyfile(work / "snapshots" / snaps[i]["file"], out_dir / name)
+        files[name] = dict(step=snaps[i]["step"], eval_mean=snaps[i]["eval_mean"], sha256=sha256(out_dir / name),
+                           bytes=(out_dir / name).stat().st_size)
+
+    t0 = time.time()
+    expert_pol = BehaviourPolicy.load(out_dir / "expert.pt")
+    rand_pol = UniformPolicy(expert_pol.low, expert_pol.high)
+    ref_random = evaluate(rand_pol, env_id, REFERENCE_EPISODES, REFERENCE_SEED, deterministic=False, rng_seed=1)
+    ref_expert = evaluate(expert_pol, env_id, REFERENCE_EPISODES, REFERENCE_SEED, deterministic=False, rng_seed=2)
+    log(f"reference returns ({REFERENCE_EPISODES} episodes, stochastic actions): random {ref_random.mean():.1f}, "
+        f"expert {ref_expert.mean():.1f} ({time.time() - t0:.0f}s)")
+    p = state["settings"]["ppo"]
+    record = dict(
+        env_id=env_id, family=family, algorithm="PPO (stable-baselines3)", seed=state["settings"]["seed"],
+        steps_trained=snaps[-1]["step"], versions=versions(),
+        hyperparameters=dict(p, normalize=state["settings"]["normalize"], n_envs=state["settings"]["n_envs"],
+                             vecnormalize=dict(norm_obs=True, norm_reward=True, clip_obs=10.0)
+                             if state["settings"]["normalize"] else None),
+        training_seconds=round(state["train_seconds"], 1), eval_seconds=round(state["eval_seconds"], 1),
+        steps_per_second=round(snaps[-1]["step"] / max(state["train_seconds"], 1e-9), 1),
+        snapshot_every=state["settings"]["snapshot_every"],
+        evaluation=dict(episodes=EVAL_EPISODES, env_seeds=f"{EVAL_SEED} + k",
+                        eval_mean="deterministic actions (the mean)",
+                        behaviour_mean="stochastic actions as in the datasets (Generator seed 0)"),
+        snapshots=[dict(step=s["step"], eval_mean=s["eval_mean"], eval_std=s["eval_std"],
+                        behaviour_mean=s["behaviour_mean"]) for s in snaps],
+        picked=dict(expert=dict(step=snaps[expert]["step"], eval_mean=snaps[expert]["eval_mean"],
+                                behaviour_mean=snaps[expert]["behaviour_mean"],
+                                rule="best eval_mean"),
+                    medium=dict(step=snaps[medium]["step"], eval_mean=snaps[medium]["eval_mean"],
+                                behaviour_mean=snaps[medium]["behaviour_mean"],
+                                rule="behaviour_mean closest to the expert's / 3, among snapshots before the expert"),
+                    replay=[snaps[i]["step"] for i in replay]),
+        reference_returns=dict(random=round(float(ref_random.mean()), 4), expert=round(float(ref_expert.mean()), 4),
+                               expert_std=round(float(ref_expert.std()), 2), episodes=REFERENCE_EPISODES,
+                               env_seeds=f"{REFERENCE_SEED} + k", actions="stochastic (as in the datasets)"),
+        files=files,
+    )
+    (out_dir / "behaviour.json").write_text(json.dumps(record, indent=1) + "\n")
+    log(f"wrote {len(files)} policies to {out_dir}: expert step {snaps[expert]['step']:,} "
+        f"(eval {snaps[expert]['eval_mean']:.1f}, stochastic {snaps[expert]['behaviour_mean']:.1f}), medium step "
+        f"{snaps[medium]['step']:,} (eval {snaps[medium]['eval_mean']:.1f}, stochastic "
+        f"{snaps[medium]['behaviour_mean']:.1f}), replay steps {[snaps[i]['step'] for i in replay]}")
+    return record

@@ -1,0 +1,122 @@
+"""The MuJoCo recipes (envs/mujoco.py) on small sizes: hopper datasets from the shipped PPO policies."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from offrl.envs import behaviour, mujoco
+
+pytestmark = pytest.mark.skipif(not mujoco.has_policies("hopper"), reason="hopper behaviour policies not shipped")
+
+SIZE = 3_000
+
+
+@pytest.fixture(scope="module")
+def hopper_medium(data_dir):
+    from offrl.data import resolve
+    return resolve("offrl:hopper-medium", size=SIZE, log=lambda msg: None)
+
+
+def episode_bounds(ds):
+    ends = np.flatnonzero(ds.terminals | ds.timeouts)
+    starts = np.r_[0, ends[:-1] + 1]
+    return list(zip(starts, ends + 1))
+
+
+def hopper_healthy(obs: np.ndarray) -> np.ndarray:
+    """Hopper-v5's is_healthy, from observations (obs = qpos[1:] + clipped qvel: z = obs[0], angle = obs[1])."""
+    env = gym.make("Hopper-v5").unwrapped
+    (lo_s, hi_s), (lo_z, hi_z), (lo_a, hi_a) = env._healthy_state_range, env._healthy_z_range, env._healthy_angle_range
+    state = obs[:, 1:]
+    return (np.all((lo_s < state) & (state < hi_s), axis=1) & (lo_z < obs[:, 0]) & (obs[:, 0] < hi_z)
+            & (lo_a < obs[:, 1]) & (obs[:, 1] < hi_a))
+
+
+def test_hopper_registered_with_d4rl_sizes():
+    from offrl.data import recipes
+    recipes.load_builtin()
+    r = recipes.RECIPES["hopper"]
+    assert r.env_id == "Hopper-v5"
+    assert r.levels == ("random", "medium", "expert", "medium-replay", "medium-expert")
+    assert r.default_size == {"random": 1_000_000, "medium": 1_000_000, "expert": 1_000_000,
+                              "medium-replay": 402_000, "medium-expert": 2_000_000}
+    assert set(r.provenance["behaviour_policies"]) >= {"expert.pt", "medium.pt", "replay_00.pt"}
+
+
+def test_hopper_medium_shape_and_size(hopper_medium):
+    ds = hopper_medium
+    assert ds.observations.shape == (SIZE, 11) and ds.actions.shape == (SIZE, 3)
+    assert len(ds) == SIZE
+    assert ds.source == "offrl" and ds.has_reference_scores
+    assert np.all(np.abs(ds.actions) <= 1.0)
+
+
+def test_t_plus_one_alignment(hopper_medium):
+    ds = hopper_medium
+    within = ~(ds.terminals | ds.timeouts)[:-1]
+    np.testing.assert_array_equal(ds.next_observations[:-1][within], ds.observations[1:][within])
+
+
+def test_terminals_only_where_hopper_falls_and_timeouts_at_cuts(hopper_medium):
+    ds = hopper_medium
+    assert not np.any(ds.terminals & ds.timeouts)
+    healthy = hopper_healthy(ds.next_observations.astype(np.float64))
+    np.testing.assert_array_equal(ds.terminals, ~healthy)
+    bounds = episode_bounds(ds)
+    assert bounds[-1][1] == SIZE and ds.timeouts[-1]  # the last episode is cut and marked a timeout
+    for start, end in bounds[:-1]:
+        if ds.timeouts[end - 1]:
+            assert end - start == 1000  # the only other timeout: the 1000-step limit
+        else:
+            assert ds.terminals[end - 1]
+
+
+def test_build_is_deterministic(hopper_medium):
+    a = mujoco.build_episodes("hopper", "medium", SIZE, 0, progress=False)
+    b = mujoco.build_episodes("hopper", "medium", SIZE, 0, progress=False)
+    assert len(a) == len(b)
+    for ea, eb in zip(a, b):
+        for key in ea:
+            np.testing.assert_array_equal(ea[key], eb[key])
+    # and the stored dataset holds exactly these episodes
+    np.testing.assert_array_equal(np.concatenate([e["actions"] for e in a]), hopper_medium.actions)
+    np.testing.assert_array_equal(np.concatenate([e["observations"][:-1] for e in a]), hopper_medium.observations)
+    c = mujoco.build_episodes("hopper", "medium", SIZE, 1, progress=False)
+    assert not np.array_equal(np.concatenate([e["actions"] for e in c]), hopper_medium.actions)
+
+
+@pytest.mark.parametrize("level", ["medium-replay", "medium-expert", "random"])
+def test_other_levels_exact_size(level):
+    eps = mujoco.build_episodes("hopper", level, 2_001, 0, progress=False)
+    assert sum(len(e["actions"]) for e in eps) == 2_001
+    for e in eps:
+        assert len(e["observations"]) == len(e["actions"]) + 1
+        assert e["terminations"][-1] or e["truncations"][-1]
+
+
+def test_shipped_policy_files_match_record():
+    d = behaviour.policy_dir("hopper")
+    rec = json.loads((d / "behaviour.json").read_text())
+    assert rec["env_id"] == "Hopper-v5"
+    on_disk = {p.name for p in d.glob("*.pt")}
+    assert on_disk == set(rec["files"])
+    for name, info in rec["files"].items():
+        assert hashlib.sha256((d / name).read_bytes()).hexdigest() == info["sha256"], name
+        assert (d / name).stat().st_size < 100_000
+    assert rec["picked"]["expert"]["step"] > rec["picked"]["medium"]["step"]
+    ref = rec["reference_returns"]
+    assert ref["expert"] > ref["random"]
+
+
+def test_policy_acts_in_box_and_seeded():
+    pol = mujoco.load_policy("hopper", "medium.pt")
+    obs = np.random.default_rng(0).normal(size=(7, 11))
+    a1 = pol.act(obs, np.random.default_rng(5))
+    a2 = pol.act(obs, np.random.default_rng(5))
+    np.testing.assert_array_equal(a1, a2)
+    assert a1.shape == (7, 3) and a1.dtype == np.float32 and np.all(np.abs(a1) <= 1)
+    np.testing.assert_allclose(pol.act(obs, deterministic=True), np.clip(pol.mean(obs), -1, 1), atol=1e-6)
