@@ -1,6 +1,8 @@
-"""Atomic writes: a file is either its old content or its new content, never half of either."""
+"""Files: atomic writes (a file is either its old content or its new content, never half of either) and
+content hashes."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -23,6 +25,12 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in blocks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _umask() -> int:

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from offrl.atomic import atomic_path, write_text_atomic
+from offrl.atomic import atomic_path, file_sha256, write_text_atomic
 from offrl.data.dataset import FIELDS
 from offrl.errors import OfflineRLError
 from offrl.paths import cache_dir
@@ -79,14 +79,6 @@ def _jsonable(config) -> Any:
 def config_hash(config) -> str:
     """SHA-256 (hex) of the config as canonical JSON (a dataclass or a dict; tuples count as lists)."""
     return hashlib.sha256(json.dumps(_jsonable(config), sort_keys=True).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_storable(obj, where: str = "artifact") -> None:
@@ -174,7 +166,7 @@ class Cache:
         (path / META).unlink(missing_ok=True)
         with atomic_path(path / ARTIFACT) as tmp:
             torch.save(artifact, tmp)
-        digest = _file_sha256(path / ARTIFACT)
+        digest = file_sha256(path / ARTIFACT)
         write_text_atomic(path / CHECKSUM, f"{digest}  {ARTIFACT}\n")
         meta = dict(meta, sha256=digest, size_bytes=(path / ARTIFACT).stat().st_size)
         write_text_atomic(path / META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -194,7 +186,7 @@ class Cache:
         except (OSError, IndexError):
             raise _Corrupt("checksum file missing or empty") from None
         try:
-            actual = _file_sha256(path / ARTIFACT)
+            actual = file_sha256(path / ARTIFACT)
         except OSError as exc:
             raise _Corrupt(f"artifact unreadable: {exc}") from None
         if actual != expected:

@@ -206,8 +206,9 @@ def datasets_list():
     """Generated datasets (built or buildable) with their sizes."""
     import json
 
-    import offrl.envs  # noqa: F401  (registers recipes)
     from offrl.data import recipes
+
+    recipes.load_builtin()
 
     click.echo(f"{'name':<28} {'status':<8} {'transitions':>11} {'episodes':>9} {'build s':>8}  minari id")
     for recipe in recipes.RECIPES.values():
@@ -229,8 +230,9 @@ def datasets_list():
 @friendly
 def datasets_build(names, size, force):
     """Generate the suite's datasets (no download)."""
-    import offrl.envs  # noqa: F401
     from offrl.data import recipes
+
+    recipes.load_builtin()
 
     for name in names:
         found = recipes.split_name(name.split(":", 1)[-1])
@@ -255,7 +257,7 @@ def datasets_train_behaviour(env, steps, seed):
     except KeyError as exc:
         raise OfflineRLError(exc.args[0]) from None
     except KeyboardInterrupt:
-        click.echo(f"interrupted: run the same command again to resume from the last snapshot", err=True)
+        click.echo("interrupted: run the same command again to resume from the last snapshot", err=True)
         sys.exit(130)
 
 

@@ -23,7 +23,6 @@ datasets train, and evaluation raises OfflineRLError naming what would be needed
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import warnings
@@ -34,6 +33,7 @@ import h5py
 import numpy as np
 
 from offrl.data.dataset import Dataset, from_arrays
+from offrl.atomic import file_sha256
 from offrl.errors import OfflineRLError
 
 Log = Callable[[str], None]
@@ -273,11 +273,6 @@ def to_transitions(data: dict, *, antmaze: bool = False, max_episode_steps: int 
     return {k: v[keep] for k, v in arrays.items()}, notes
 
 
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _make_gym_env(env: str, zero_contacts: bool):
     import gymnasium as gym
 
@@ -323,7 +318,7 @@ def resolve_d4rl(name: str, log: Log = print, missing_ok: bool = False) -> Datas
     arrays, notes = to_transitions(data, antmaze=parsed.domain == "antmaze", max_episode_steps=ref.max_episode_steps)
     obs_dim, act_dim = arrays["observations"].shape[1], arrays["actions"].shape[1]
     low, high = [-1.0] * act_dim, [1.0] * act_dim  # D4RL's envs take actions in [-1, 1]
-    provenance = dict(path=str(path), sha256=sha256(path), d4rl_name=parsed.full, file_rows=len(data["rewards"]),
+    provenance = dict(path=str(path), sha256=file_sha256(path), d4rl_name=parsed.full, file_rows=len(data["rewards"]),
                       max_episode_steps=ref.max_episode_steps, action_low=low, action_high=high, **notes)
 
     if parsed.domain == "gym_mujoco":

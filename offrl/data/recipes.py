@@ -7,7 +7,6 @@ a temporary folder first and is renamed into place, so a killed build leaves not
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from offrl.atomic import file_sha256
 from offrl.errors import OfflineRLError
 from offrl.paths import datasets_dir
 
@@ -108,7 +108,7 @@ def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, fo
         provenance = dict(recipe.provenance, recipe=recipe.family, level=level, env_id=recipe.env_id,
                           version=recipe.version, seed=seed, transitions=size, episodes=len(episodes),
                           ref_min_score=ref_min, ref_max_score=ref_max, build_seconds=round(time.time() - t0, 2),
-                          data_sha256=_sha256(built / "data" / "main_data.hdf5"))
+                          data_sha256=file_sha256(built / "data" / "main_data.hdf5"))
         (built / "offrl_recipe.json").write_text(json.dumps(provenance, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -126,10 +126,3 @@ def read_provenance(dataset_id: str) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise OfflineRLError(f"generated dataset {dataset_id} has a missing or corrupt offrl_recipe.json: {exc}")
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

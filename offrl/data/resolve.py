@@ -105,7 +105,6 @@ def _bare_d4rl(name, size, log):
 def _bare_minari(name, size, log):
     if "/" not in name:
         return None
-    from offrl.data.minari_reader import minari_root  # noqa: F401  (resolve_minari raises if absent)
     import minari
     if name not in minari.list_local_datasets():
         return None
