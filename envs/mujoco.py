@@ -20,8 +20,10 @@ published D4RL numbers.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import warnings
 from typing import Callable
 
 import gymnasium as gym
@@ -48,6 +50,28 @@ class _NoInfo(gym.Wrapper):
         return obs, rew, term, trunc, {}
 
 
+@contextlib.contextmanager
+def _quiet_settotalmass():
+    """gymnasium's half_cheetah.xml uses `settotalmass`, and mujoco 3.17 warns about it on every model load
+    (to stderr and MUJOCO_LOG.TXT in the working directory): harmless, and 32 copies per build. Drop that
+    one message while the envs are made; any other MuJoCo warning becomes a Python warning."""
+    import mujoco
+
+    prev = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda msg: None if "settotalmass" in msg else warnings.warn(f"MuJoCo: {msg}"))
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(prev)
+
+
+def make_vector_env(env_id: str, n: int) -> gym.vector.SyncVectorEnv:
+    """n envs in a SyncVectorEnv with autoreset disabled (run_episodes resets each with its episode seed)."""
+    with _quiet_settotalmass():
+        return gym.vector.SyncVectorEnv([lambda: _NoInfo(gym.make(env_id)) for _ in range(n)],
+                                        autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+
+
 def run_episodes(env_id: str, policy, *, episodes: int | None = None, transitions: int | None = None,
                  episode_seeds: Callable[[int], int], rng: np.random.Generator, deterministic: bool = False,
                  num_envs: int = NUM_ENVS, progress: bool = True, desc: str = "") -> list[dict]:
@@ -65,8 +89,7 @@ def run_episodes(env_id: str, policy, *, episodes: int | None = None, transition
     if transitions is not None and transitions <= 0:
         return []
     n = min(num_envs, episodes) if episodes is not None else num_envs
-    venv = gym.vector.SyncVectorEnv([lambda: _NoInfo(gym.make(env_id)) for _ in range(n)],
-                                    autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    venv = make_vector_env(env_id, n)
     slot_ep = np.arange(n)  # episode index held by each slot, -1 when the slot idles
     next_ep = n
     obs, _ = venv.reset(seed=[episode_seeds(k) for k in range(n)])
@@ -183,7 +206,8 @@ def build_episodes(env_name: str, level: str, transitions: int, seed: int, progr
     """Minari-style episodes of `level` on the env, exactly `transitions` steps, deterministic in the arguments."""
     env_id = env_id_of(env_name)
     if level == "random":
-        space = gym.make(env_id).action_space
+        with _quiet_settotalmass():
+            space = gym.make(env_id).action_space
         segments = [(UniformPolicy(space.low, space.high), transitions, "random")]
     elif level in ("medium", "expert"):
         segments = [(load_policy(env_name, f"{level}.pt"), transitions, level)]
