@@ -17,6 +17,7 @@ import torch
 
 from offrl.agent import Agent
 from offrl.nets import DeterministicActor, ObsNormalizer
+from offrl.optim import adam
 from offrl.registry import register_agent
 
 
@@ -35,7 +36,7 @@ class BC(Agent):
         self.obs_norm = ObsNormalizer(spec.obs_dim)
         self.actor = DeterministicActor(seeds, spec.obs_dim, spec.act_dim, c.hidden, spec.action_low,
                                         spec.action_high)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
+        self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
 
     def prepare(self, dataset, cache=None):
         if self.config.normalize_obs:

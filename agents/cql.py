@@ -47,6 +47,7 @@ from torch import nn
 from offrl.agent import Agent
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import ObsNormalizer, TanhGaussianActor
+from offrl.optim import adam
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
 
@@ -83,12 +84,12 @@ class CQL(Agent):
         self.critic = CriticWithTarget(EnsembleCritic(seeds, spec.obs_dim, spec.act_dim, c.hidden, num_members=2))
         self.log_alpha = nn.Parameter(torch.zeros(self.num_seeds))
         self.target_entropy = -float(spec.act_dim) if c.target_entropy is None else c.target_entropy
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.online.parameters(), lr=c.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr)
+        self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
+        self.critic_opt = adam(self.critic.online.parameters(), c.critic_lr)
+        self.alpha_opt = adam([self.log_alpha], c.alpha_lr)
         if c.lagrange:
             self.log_alpha_prime = nn.Parameter(torch.zeros(self.num_seeds))
-            self.alpha_prime_opt = torch.optim.Adam([self.log_alpha_prime], lr=c.alpha_prime_lr)
+            self.alpha_prime_opt = adam([self.log_alpha_prime], c.alpha_prime_lr)
         # Stochastic acting draws from its own stream, so acting never shifts the numbers training draws.
         self.act_noise = SeedStreams(seeds, "act")
 

@@ -33,6 +33,7 @@ import torch
 from offrl.agent import Agent
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import GaussianActor, ObsNormalizer
+from offrl.optim import adam
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
 
@@ -65,9 +66,9 @@ class IQL(Agent):
         self.register_buffer("reward_scale", torch.ones(()))
         # Stochastic acting draws from its own stream, so acting never shifts the numbers training draws.
         self.act_noise = SeedStreams(seeds, "act")
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.online.parameters(), lr=c.critic_lr)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)
+        self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
+        self.critic_opt = adam(self.critic.online.parameters(), c.critic_lr)
+        self.value_opt = adam(self.value.parameters(), c.value_lr)
 
     def prepare(self, dataset, cache=None):
         if self.config.normalize_obs:

@@ -25,6 +25,7 @@ import torch
 from offrl.agent import Agent
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import DeterministicActor, ObsNormalizer, soft_update
+from offrl.optim import adam
 from offrl.registry import register_agent
 
 
@@ -52,8 +53,8 @@ class TD3BC(Agent):
                                         spec.action_high)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = CriticWithTarget(EnsembleCritic(seeds, spec.obs_dim, spec.act_dim, c.hidden, num_members=2))
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.online.parameters(), lr=c.critic_lr)
+        self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
+        self.critic_opt = adam(self.critic.online.parameters(), c.critic_lr)
 
     def prepare(self, dataset, cache=None):
         if self.config.normalize_obs:

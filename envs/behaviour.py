@@ -23,7 +23,6 @@ env and seed continues from there (bit-for-bit reproducibility then holds per un
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from offrl.atomic import file_sha256
 
 # torch is imported where it is used: importing offrl.envs (to list the recipes) stays quick.
 
@@ -101,10 +102,6 @@ def versions() -> dict:
     return dict(stable_baselines3=stable_baselines3.__version__, gymnasium=gymnasium.__version__,
                 mujoco=mujoco.__version__, torch=torch.__version__, numpy=np.__version__,
                 python=platform.python_version())
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -380,7 +377,7 @@ def write_policies(env_name: str, work: str | Path, out_dir: str | Path | None =
     files = {}
     for name, i in chosen.items():
         shutil.copyfile(work / "snapshots" / snaps[i]["file"], out_dir / name)
-        files[name] = dict(step=snaps[i]["step"], eval_mean=snaps[i]["eval_mean"], sha256=sha256(out_dir / name),
+        files[name] = dict(step=snaps[i]["step"], eval_mean=snaps[i]["eval_mean"], sha256=file_sha256(out_dir / name),
                            bytes=(out_dir / name).stat().st_size)
 
     p = state["settings"]["ppo"]

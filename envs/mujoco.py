@@ -29,8 +29,9 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from offrl.atomic import file_sha256
 from offrl.envs.behaviour import (FAMILIES, REFERENCE_EPISODES, REFERENCE_SEED, BehaviourPolicy, UniformPolicy,
-                                  env_id_of, evaluate, family_of, policy_dir, sha256)
+                                  env_id_of, evaluate, family_of, policy_dir)
 
 LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 # D4RL's sizes: 1M transitions for random/medium/expert, 2M for medium-expert, and for medium-replay the
@@ -180,7 +181,7 @@ def load_policy(env_name: str, name: str) -> BehaviourPolicy:
     """A shipped policy file (expert.pt, medium.pt, replay_03.pt, ...), checked against behaviour.json."""
     path = policy_dir(env_name) / name
     want = behaviour_record(env_name)["files"][name]["sha256"]
-    if sha256(path) != want:
+    if file_sha256(path) != want:
         from offrl.errors import OfflineRLError
         raise OfflineRLError(f"{path} does not match the sha256 in behaviour.json: retrain or restore the policies")
     return BehaviourPolicy.load(path)

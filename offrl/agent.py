@@ -27,7 +27,8 @@ class Agent(nn.Module):
         self.total_steps = 1_000_000
 
     def prepare(self, dataset, cache=None) -> None:
-        """Dataset statistics and pre-training stages; called once before training (not on resume)."""
+        """Dataset statistics and pre-training stages; called when a run starts and again on resume (the
+        trainer then loads the checkpoint over the result, and cached stages make the second call cheap)."""
 
     def update(self, batch: dict, step) -> dict:
         raise NotImplementedError

@@ -65,6 +65,7 @@ from torch import nn
 
 from offrl.errors import OfflineRLError
 from offrl.nets import StackedLinear
+from offrl.optim import adam
 from offrl.rng import SeedStreams
 
 DIRECTIONS = ("forward", "reverse")
@@ -375,7 +376,7 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
 
     E, T = cfg.members, len(train_idx)
     boot = torch.randint(T, (E, T), generator=gen, device=device)  # each member's bootstrap resample
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adam(model.parameters(), cfg.lr)
     member_params = [p for layer in model.layers for p in (layer.weight, layer.bias)]
     saved = [p.detach().clone() for p in member_params]
     best = torch.full((E,), math.inf, device=device)

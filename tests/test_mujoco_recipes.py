@@ -120,3 +120,26 @@ def test_policy_acts_in_box_and_seeded():
     np.testing.assert_array_equal(a1, a2)
     assert a1.shape == (7, 3) and a1.dtype == np.float32 and np.all(np.abs(a1) <= 1)
     np.testing.assert_allclose(pol.act(obs, deterministic=True), np.clip(pol.mean(obs), -1, 1), atol=1e-6)
+
+
+def test_pick_rules():
+    evals = [10, 200, 900, 1500, 800, 3000, 2500]
+    behav = [5, 150, 500, 1100, 700, 2400, 2000]
+    snaps = [dict(step=i * 25_000, eval_mean=e, behaviour_mean=b) for i, (e, b) in enumerate(zip(evals, behav))]
+    expert, medium, replay = behaviour.pick(snaps, expert_return=2100.0)
+    assert expert == 5  # best deterministic return
+    assert medium == 4  # behaviour return closest to 2100 / 3 = 700, before the expert
+    assert replay == [0, 1, 2, 3, 4]
+    many = [dict(step=i, eval_mean=i, behaviour_mean=i) for i in range(40)]
+    _, medium, replay = behaviour.pick(many, expert_return=30.0)
+    assert medium == 10 and replay == list(range(11))
+    _, medium, replay = behaviour.pick(many, expert_return=90.0)
+    assert medium == 30 and len(replay) == behaviour.MAX_REPLAY and replay[0] == 0 and replay[-1] == 30
+
+
+def test_env_without_policies_is_not_offered(monkeypatch, tmp_path):
+    monkeypatch.setattr(behaviour, "POLICIES_DIR", tmp_path)
+    assert mujoco.available_families() == []
+    (tmp_path / "ant").mkdir()
+    (tmp_path / "ant" / "expert.pt").write_bytes(b"")
+    assert not mujoco.has_policies("ant")

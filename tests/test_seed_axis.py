@@ -5,7 +5,9 @@ import torch
 from offrl import registry
 from conftest import train_agent
 
-SMALL = {"hidden": [32, 32]}
+# Small networks; for agents with a dynamics stage, a small model fitted for a few epochs. Each agent gets
+# the keys its Config has.
+SMALL = {"hidden": [32, 32], "dynamics_hidden": [32, 32], "dynamics_max_epochs": 3}
 
 
 def _agents_with_seed_axis():
