@@ -290,5 +290,60 @@ def datasets_info(name, size):
             click.echo(f"  {key}: {value if not isinstance(value, (list, np.ndarray)) else list(value)}")
 
 
+@main.group()
+def dynamics():
+    """Dynamics models fitted to datasets (the cached pre-training stage of model-based agents)."""
+
+
+@dynamics.command("report")
+@click.argument("dataset")
+@click.option("--agent", help="use this agent's model settings (e.g. csve), with its per-family defaults")
+@click.option("--direction", type=click.Choice(["forward", "reverse"]), default="forward", show_default=True)
+@click.option("--set", "sets", multiple=True, help="override key=value: of the agent's config with --agent, "
+                                                   "else of offrl.dynamics.DynamicsConfig")
+@click.option("--horizons", default="1,5", show_default=True, help="open-loop rollout lengths H")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
+@friendly
+def dynamics_report(dataset, agent, direction, sets, horizons, device, dataset_size):
+    """Hold-out MSE per member and H-step rollout error of a dataset's model (fitted now, or from the cache)."""
+    import dataclasses
+
+    from offrl import config as cfg
+    from offrl import registry
+    from offrl.cache import Cache
+    from offrl.data import resolve
+    from offrl.dynamics import DynamicsConfig, load_or_fit
+    from offrl.trainer import pick_device
+
+    dev = pick_device(device)
+    ds = resolve(dataset, size=dataset_size)
+    if agent:
+        info = registry.get(agent)
+        made = registry.make(agent, ds.spec, cfg.resolve_config(info, ds.family, overrides=cfg.parse_set(sets)),
+                             [0], dev)
+        if not hasattr(made, "dynamics_config"):
+            raise OfflineRLError(f"agent {agent} has no dynamics model (no dynamics_config())")
+        model_cfg = made.dynamics_config()
+        if direction == "reverse":
+            model_cfg = dataclasses.replace(model_cfg, direction="reverse")
+    else:
+        model_cfg = cfg.apply(DynamicsConfig(direction=direction), cfg.parse_set(sets))
+    model = load_or_fit(ds, model_cfg, cache=Cache(), device=dev)
+    rep = model.report
+    h_list = parse_seeds(horizons)
+    errors = model.rollout_error(ds, horizons=h_list)
+    click.echo(f"{direction} model of {ds.name}: {model_cfg.members} members, elites {rep['elites']}, "
+               f"{rep['epochs']} epochs (stopped by {rep['stopped']}), fitted in {rep['wall_s']:.1f} s on "
+               f"{rep['train_size']:,} transitions, hold-out {rep['holdout_size']:,}")
+    click.echo(f"{'member':>6}  {'hold-out MSE':>12}  elite   (MSE of the mean prediction of [Δs, r] on held-out transitions)")
+    for i, mse in enumerate(rep["holdout_mse"]):
+        click.echo(f"{i:>6}  {mse:>12.5g}  {'*' if i in rep['elites'] else ''}")
+    click.echo(f"elites' mean hold-out MSE {rep['holdout_mse_elites']:.5g}")
+    for h in h_list:
+        click.echo(f"rollout error H={h}: {errors[h]:.5g} (mean squared state error, deterministic elite-mean "
+                   f"steps on the dataset's actions)")
+
+
 if __name__ == "__main__":
     main()

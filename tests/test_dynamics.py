@@ -234,3 +234,31 @@ def test_termination_edge_cases():
     assert pmf(None, None, batch).tolist() == [[True, False]]
     with pytest.raises(OfflineRLError, match="no termination function for environment family 'door'"):
         termination_fn("door")
+
+
+def test_model_report_command_prints_members_and_rollout_errors(pointmass):
+    from click.testing import CliRunner
+
+    from offrl.cli import main
+
+    pointmass("medium", 20_000)
+    args = ["dynamics", "report", "pointmass-medium", "--dataset-size", "20000", "--set", "hidden=[32,32]",
+            "--set", "weight_decays=[2.5e-5,5e-5,1e-4]", "--set", "max_epochs=2", "--set", "members=4",
+            "--set", "elites=2", "--horizons", "1,5"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    member_rows = [line.split() for line in first.output.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in member_rows] == [0, 1, 2, 3]
+    assert sum(r[-1] == "*" for r in member_rows) == 2  # the two elites are marked
+    errors = {int(line.split("H=")[1].split(":")[0]): float(line.split(": ")[1].split()[0])
+              for line in first.output.splitlines() if line.startswith("rollout error")}
+    assert set(errors) == {1, 5} and 0 <= errors[1] < errors[5]  # open-loop errors compound with H
+    assert "built dynamics" in first.output
+
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0 and "reused dynamics" in second.output
+    # Same model, same numbers: everything from the member table on is identical.
+    assert second.output.split("member ")[-1] == first.output.split("member ")[-1]
+
+    bad = CliRunner().invoke(main, ["dynamics", "report", "pointmass-medium", "--agent", "td3bc"])
+    assert bad.exit_code == 2 and "no dynamics model" in bad.output
