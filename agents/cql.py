@@ -113,7 +113,8 @@ class CQL(Agent):
         if step <= c.bc_steps:
             actor_loss = (alpha[:, None] * log_pi - self.actor.log_prob(obs, actions)).mean(-1)
         else:
-            actor_loss = (alpha[:, None] * log_pi - self.critic(obs, pi).min(dim=1).values).mean(-1)  # [S]
+            q_pi = self.critic.online.frozen(obs, pi).min(dim=1).values  # [S, B]; no critic weight gradients
+            actor_loss = (alpha[:, None] * log_pi - q_pi).mean(-1)  # [S]
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward()
         self.actor_opt.step()

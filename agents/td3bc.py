@@ -85,7 +85,7 @@ class TD3BC(Agent):
 
         if step % c.policy_freq == 0:
             pi = self.actor(obs)
-            q_pi = self.critic(obs, pi)[:, 0]  # Q_1 only, [S, B]
+            q_pi = self.critic.online.frozen(obs, pi, member=0)[:, 0]  # Q_1 only, [S, B]
             lam = c.alpha / q_pi.abs().mean(-1).detach()  # [S]
             bc = (pi - self.bc_target(obs, actions, pi)).pow(2).mean((-1, -2))  # [S]
             actor_loss = -lam * q_pi.mean(-1) + bc

@@ -8,6 +8,7 @@ import torch
 
 from offrl.agent import Agent
 from offrl.nets import ObsNormalizer, TanhGaussianActor
+from offrl.optim import adam
 from offrl.registry import register_agent
 
 
@@ -24,7 +25,7 @@ class MyBC(Agent):
         self.obs_norm = ObsNormalizer(spec.obs_dim)
         self.policy = TanhGaussianActor(seeds, spec.obs_dim, spec.act_dim, config.hidden,
                                         spec.action_low, spec.action_high)
-        self.opt = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
+        self.opt = adam(self.policy.parameters(), config.lr)  # torch's fused Adam
 
     def prepare(self, dataset, cache=None):
         self.obs_norm.fit(dataset.observations)

@@ -32,6 +32,17 @@ class EnsembleCritic(nn.Module):
             x = x.unsqueeze(1)
         return self.net(x).squeeze(-1)  # [S, E, B]
 
+    def frozen(self, obs: torch.Tensor, action: torch.Tensor | None = None, member: int | None = None) -> torch.Tensor:
+        """Q for an actor's loss: gradients reach `action` (and obs), never the critic's parameters, so the
+        backward pass skips every weight gradient the critic's own step would throw away. `member` picks
+        one member ([S, 1, B]; TD3's Q_1) and skips the others' work too."""
+        params = {k: v.detach() if member is None else v.detach()[:, member:member + 1]
+                  for k, v in self.net.named_parameters()}
+        x = obs if action is None else torch.cat([obs, action], dim=-1)
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        return torch.func.functional_call(self.net, params, (x,)).squeeze(-1)
+
 
 class CriticWithTarget(nn.Module):
     """A critic and its Polyak-averaged target copy (the target takes no gradients)."""

@@ -40,7 +40,12 @@ class StackedLinear(nn.Module):
             members.copy_((torch.rand(members.shape, generator=generator) * 2 - 1) * bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(x, self.weight) + self.bias
+        lead = self.weight.shape[:-2]
+        if x.shape[:-2] == lead:  # one fused batched GEMM with the bias as its addend
+            n, b = self.weight.shape[-2:], x.shape[-2]
+            y = torch.baddbmm(self.bias.reshape(-1, 1, n[1]), x.reshape(-1, b, n[0]), self.weight.reshape(-1, *n))
+            return y.view(*lead, b, n[1])
+        return torch.matmul(x, self.weight) + self.bias  # x broadcasts over some lead axes (ensemble members)
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
