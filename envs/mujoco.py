@@ -8,12 +8,16 @@ Levels, as D4RL names them:
     medium-replay   the snapshots from the start of training up to `medium` (replay_00 ... replay_K), the
                     transitions split evenly over them in training order, like the replay buffer of a run
                     stopped at medium level
-    medium-expert   half medium, half expert
+    medium-expert   half medium, half expert: exactly the medium and the expert dataset of half the size
 
-Rollouts run in a gymnasium SyncVectorEnv with one batched policy call per step. Episode k of a segment starts
-from an env seed derived from (dataset seed, segment, k); the action noise comes from one Generator per
-segment; episodes are kept in the order they started, so the result does not depend on which one ends first.
-Exactly `transitions` steps are returned: the last episode is cut and marked truncated.
+A level is one segment per policy. A segment is rolled out in chunks of CHUNK transitions (the split depends
+on the size only), each chunk in its own 32 envs with one batched policy call per step. Chunk c of the
+segment of policy `name` takes its episode seeds and action noise from SeedSequence(dataset seed, name, c):
+the chunks are independent jobs, run in a pool of processes, and the data is the same whatever the number
+of workers. Keying by the policy's name, not the segment's position, is what makes medium-expert the
+concatenation of medium and expert. Episodes are kept in the order they started, so the result does not
+depend on which one ends first. Each chunk has exactly its size in steps: its last episode is cut and
+marked truncated (shorter than the time limit, which tells it from a time-limit truncation).
 
 These are not D4RL's data (D4RL used SAC policies on mujoco-py v2 envs); scores are not comparable with
 published D4RL numbers.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import warnings
 from typing import Callable
 
@@ -38,17 +43,10 @@ LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 # counts of D4RL's own *-medium-replay-v2 files (their SAC replay buffers): these are D4RL's counts.
 D4RL_MEDIUM_REPLAY_SIZE = {"hopper": 402_000, "halfcheetah": 202_000, "walker2d": 302_000, "ant": 302_000}
 NUM_ENVS = 32
-
-
-class _NoInfo(gym.Wrapper):
-    """Drops the step infos (the datasets do not keep them); saves SyncVectorEnv the work of batching them."""
-
-    def reset(self, **kwargs):
-        return self.env.reset(**kwargs)[0], {}
-
-    def step(self, action):
-        obs, rew, term, trunc, _ = self.env.step(action)
-        return obs, rew, term, trunc, {}
+# Transitions per rollout job: 10 jobs for a 1M dataset, enough to keep a few cores busy, while each chunk's
+# tail (the envs still running when its last episode is cut) stays a small share of its steps. The chunks are
+# part of the data (each ends in a cut episode, each has its own seeds): a change needs a new recipe version.
+CHUNK = 100_000
 
 
 @contextlib.contextmanager
@@ -66,23 +64,27 @@ def _quiet_settotalmass():
         mujoco.set_mju_user_warning(prev)
 
 
-def make_vector_env(env_id: str, n: int) -> gym.vector.SyncVectorEnv:
-    """n envs in a SyncVectorEnv with autoreset disabled (run_episodes resets each with its episode seed)."""
+def make_envs(env_id: str, n: int) -> list[gym.Env]:
+    """n envs that run_episodes steps one by one: a vector env would also step the idle ones."""
     with _quiet_settotalmass():
-        return gym.vector.SyncVectorEnv([lambda: _NoInfo(gym.make(env_id)) for _ in range(n)],
-                                        autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+        return [gym.make(env_id) for _ in range(n)]
 
 
 def run_episodes(env_id: str, policy, *, episodes: int | None = None, transitions: int | None = None,
                  episode_seeds: Callable[[int], int], rng: np.random.Generator, deterministic: bool = False,
                  num_envs: int = NUM_ENVS, progress: bool = True, desc: str = "") -> list[dict]:
-    """Run `policy` (an object with .act(obs [n, d], rng, deterministic)) in a SyncVectorEnv.
+    """Run `policy` (an object with .act(obs [n, d], rng, deterministic)) in `num_envs` envs at once.
 
     Give `episodes` (that many whole episodes) or `transitions` (exactly that many steps; the last episode is
     cut and marked truncated). Episode k (in start order) is reset with env seed episode_seeds(k). Returns
     Minari-style episode dicts: observations [T+1, d], actions [T, a], rewards [T], terminations [T],
     truncations [T]; a natural episode end is a termination (the env's `terminated`) or else a truncation
-    (the 1000-step time limit)."""
+    (the 1000-step time limit).
+
+    The policy acts on every slot at each step, idle ones included, so the noise each episode gets does not
+    depend on when the others end; only the slots holding a wanted episode step. Once no more episodes need
+    to start, an episode that can only start past the cut (the lengths so far of those before it already
+    reach `transitions`) is dropped, and its slot idles."""
     from tqdm import tqdm
 
     if (episodes is None) == (transitions is None):
@@ -90,11 +92,12 @@ def run_episodes(env_id: str, policy, *, episodes: int | None = None, transition
     if transitions is not None and transitions <= 0:
         return []
     n = min(num_envs, episodes) if episodes is not None else num_envs
-    venv = make_vector_env(env_id, n)
+    envs = make_envs(env_id, n)
     slot_ep = np.arange(n)  # episode index held by each slot, -1 when the slot idles
     next_ep = n
-    obs, _ = venv.reset(seed=[episode_seeds(k) for k in range(n)])
-    bufs: dict[int, tuple[list, list, list]] = {k: ([obs[k]], [], []) for k in range(n)}  # obs, actions, rewards
+    first = [env.reset(seed=episode_seeds(k))[0] for k, env in enumerate(envs)]
+    obs = np.stack(first)
+    bufs: dict[int, tuple[list, list, list]] = {k: ([first[k]], [], []) for k in range(n)}  # obs, actions, rewards
     ends: dict[int, tuple[bool, bool]] = {}  # finished episode -> (terminated, truncated)
     started_len = 0  # steps in all started episodes so far
     prefix, prefix_len = 0, 0  # episodes 0..prefix-1 are finished, prefix_len steps in all
@@ -104,34 +107,40 @@ def run_episodes(env_id: str, policy, *, episodes: int | None = None, transition
     def need_more() -> bool:
         return next_ep < episodes if episodes is not None else started_len < transitions
 
+    def first_past_cut() -> int:
+        total = prefix_len
+        for k in range(prefix, next_ep):
+            if total >= transitions:
+                return k
+            total += len(bufs[k][1])
+        return next_ep
+
     try:
         while True:
             act = policy.act(obs, rng, deterministic)
-            obs2, rew, term, trunc, _ = venv.step(act)
-            done = term | trunc
             active = np.flatnonzero(slot_ep >= 0)
+            done = []
             for i in active:
+                o2, rew, term, trunc, _ = envs[i].step(act[i])
                 o, a, r = bufs[slot_ep[i]]
-                o.append(obs2[i]), a.append(act[i]), r.append(rew[i])
+                o.append(o2), a.append(act[i]), r.append(rew)
+                obs[i] = o2
+                if term or trunc:
+                    ends[int(slot_ep[i])] = (bool(term), bool(trunc) and not term)
+                    done.append(i)
             started_len += len(active)
             if transitions is not None and bar.n < transitions:
                 bar.update(min(len(active), transitions - bar.n))
-            if done.any():
-                seeds: list = [None] * n
-                for i in np.flatnonzero(done):
-                    if slot_ep[i] >= 0:
-                        ends[int(slot_ep[i])] = (bool(term[i]), bool(trunc[i]) and not term[i])
-                        if episodes is not None:
-                            bar.update(1)
-                    if need_more():
-                        slot_ep[i], seeds[i] = next_ep, episode_seeds(next_ep)
-                        next_ep += 1
-                    else:
-                        slot_ep[i] = -1
-                obs2, _ = venv.reset(seed=seeds, options={"reset_mask": done})
-                for i in np.flatnonzero(done & (slot_ep >= 0)):
-                    bufs[int(slot_ep[i])] = ([obs2[i]], [], [])
-            obs = obs2
+            for i in done:
+                if episodes is not None:
+                    bar.update(1)
+                if need_more():
+                    slot_ep[i] = next_ep
+                    obs[i] = envs[i].reset(seed=episode_seeds(next_ep))[0]
+                    bufs[next_ep] = ([obs[i].copy()], [], [])
+                    next_ep += 1
+                else:
+                    slot_ep[i] = -1
             while prefix in ends:
                 prefix_len += len(bufs[prefix][1])
                 prefix += 1
@@ -140,9 +149,12 @@ def run_episodes(env_id: str, policy, *, episodes: int | None = None, transition
                     break
             elif prefix_len >= transitions or (prefix in bufs and prefix_len + len(bufs[prefix][1]) >= transitions):
                 break
+            elif not need_more():
+                slot_ep[slot_ep >= first_past_cut()] = -1
     finally:
         bar.close()
-        venv.close()
+        for env in envs:
+            env.close()
 
     out, total = [], 0
     for k in range(next_ep):
@@ -199,35 +211,127 @@ def default_sizes(env_name: str) -> dict[str, int]:
             "medium-replay": D4RL_MEDIUM_REPLAY_SIZE[family_of(env_name)], "medium-expert": 2_000_000}
 
 
-def _segment_seeds(seed: int, segment: int) -> Callable[[int], int]:
-    return lambda k: int(np.random.SeedSequence([seed, segment, k]).generate_state(1)[0] % (2 ** 31))
-
-
-def build_episodes(env_name: str, level: str, transitions: int, seed: int, progress: bool = True) -> list[dict]:
-    """Minari-style episodes of `level` on the env, exactly `transitions` steps, deterministic in the arguments."""
-    env_id = env_id_of(env_name)
-    if level == "random":
-        with _quiet_settotalmass():
-            space = gym.make(env_id).action_space
-        segments = [(UniformPolicy(space.low, space.high), transitions, "random")]
-    elif level in ("medium", "expert"):
-        segments = [(load_policy(env_name, f"{level}.pt"), transitions, level)]
-    elif level == "medium-expert":
+def segments(env_name: str, level: str, transitions: int) -> list[tuple[str, int]]:
+    """(policy name, transitions) of each segment of `level`, in order: "random" or a shipped file's stem."""
+    if level in ("random", "medium", "expert"):
+        return [(level, transitions)]
+    if level == "medium-expert":
         half = transitions // 2
-        segments = [(load_policy(env_name, "medium.pt"), half, "medium"),
-                    (load_policy(env_name, "expert.pt"), transitions - half, "expert")]
-    elif level == "medium-replay":
-        names = replay_files(env_name)
-        sizes = [transitions // len(names) + (j < transitions % len(names)) for j in range(len(names))]
-        segments = [(load_policy(env_name, f), s, f[:-3]) for f, s in zip(names, sizes)]
-    else:
-        raise KeyError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
-    episodes = []
-    for j, (policy, size, name) in enumerate(segments):
-        episodes += run_episodes(env_id, policy, transitions=size, episode_seeds=_segment_seeds(seed, j),
-                                 rng=np.random.default_rng([seed, j]), progress=progress,
-                                 desc=f"{env_id} {level} ({name})")
-    return episodes
+        return [("medium", half), ("expert", transitions - half)]
+    if level == "medium-replay":
+        names = [f[:-3] for f in replay_files(env_name)]
+        return [(name, transitions // len(names) + (j < transitions % len(names))) for j, name in enumerate(names)]
+    raise KeyError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
+
+
+def parts(env_name: str, level: str, transitions: int) -> list[tuple[str, int]] | None:
+    """The (level, size) datasets whose episodes, in order, are exactly this one's (same seed): medium-expert's
+    segments are the medium and the expert dataset of their sizes. None for the other levels."""
+    return segments(env_name, level, transitions) if level == "medium-expert" else None
+
+
+def segment_policy(env_name: str, name: str):
+    """The policy a segment name stands for: uniform random actions, or a shipped file (hash-checked)."""
+    if name != "random":
+        return load_policy(env_name, f"{name}.pt")
+    with _quiet_settotalmass():
+        space = gym.make(env_id_of(env_name)).action_space
+    return UniformPolicy(space.low, space.high)
+
+
+def chunk_sizes(transitions: int) -> list[int]:
+    return [CHUNK] * (transitions // CHUNK) + ([transitions % CHUNK] if transitions % CHUNK else [])
+
+
+def chunk_seeds(seed: int, name: str, chunk: int) -> tuple[Callable[[int], int], np.random.Generator]:
+    """(episode k -> env seed, action-noise Generator) of chunk `chunk` of the segment of policy `name`."""
+    episodes, actions = np.random.SeedSequence([seed, int.from_bytes(name.encode(), "little"), chunk]).spawn(2)
+
+    def episode_seed(k: int) -> int:
+        child = np.random.SeedSequence(episodes.entropy, spawn_key=(*episodes.spawn_key, k))
+        return int(child.generate_state(1)[0] % (2 ** 31))
+    return episode_seed, np.random.default_rng(actions)
+
+
+def roll_chunk(env_name: str, name: str, transitions: int, seed: int, chunk: int) -> list[dict]:
+    """One rollout job, run by a pool worker or by this process. It loads the policy itself: a pickled torch
+    tensor is moved to shared memory, which frees the memory under the numpy views BehaviourPolicy holds."""
+    episode_seed, rng = chunk_seeds(seed, name, chunk)
+    return run_episodes(env_id_of(env_name), segment_policy(env_name, name), transitions=transitions,
+                        episode_seeds=episode_seed, rng=rng, progress=False)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a container or taskset may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """The policy's matmuls on one thread, as in the pool's workers: a float sum's order may depend on the
+    thread count, and the data must not depend on the number of workers."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _init_worker() -> None:
+    """One torch thread (see _one_torch_thread). Ctrl-C reaches the whole process group: the parent alone
+    handles it and terminates the pool. tqdm (run_episodes makes a disabled bar) would make a multiprocessing
+    semaphore here, which a terminated worker leaves behind with a leak warning: a thread lock will do."""
+    import signal
+    import threading
+
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
+
+
+def _roll_job(indexed: tuple[int, tuple]) -> tuple[int, list[dict]]:
+    j, job = indexed
+    return j, roll_chunk(*job)
+
+
+def _roll_all(jobs: list[tuple], workers: int, bar) -> list[list[dict]]:
+    """Each job's episodes, in job order. One worker runs them here; more run in a pool of "spawn" processes
+    (fresh interpreters: a forked copy of torch's or OpenMP's thread state can deadlock)."""
+    if workers == 1:
+        out = []
+        with _one_torch_thread():
+            for job in jobs:
+                out.append(roll_chunk(*job))
+                bar.update(job[2])
+        return out
+    import multiprocessing
+
+    out = [None] * len(jobs)
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:  # exit terminates
+        for j, episodes in pool.imap_unordered(_roll_job, enumerate(jobs)):
+            out[j] = episodes
+            bar.update(jobs[j][2])
+    return out
+
+
+def build_episodes(env_name: str, level: str, transitions: int, seed: int, workers: int | None = None,
+                   progress: bool = True) -> list[dict]:
+    """Minari-style episodes of `level` on the env, exactly `transitions` steps, deterministic in the arguments
+    and the same for any `workers` (processes rolling out chunks; default: the usable cores)."""
+    from tqdm import tqdm
+
+    jobs = [(env_name, name, n, seed, c) for name, size in segments(env_name, level, transitions)
+            for c, n in enumerate(chunk_sizes(size))]
+    workers = max(1, min(workers or usable_cores(), len(jobs)))
+    with tqdm(total=transitions, unit="step", desc=f"{env_id_of(env_name)} {level}", disable=not progress,
+              mininterval=1.0, leave=False) as bar:
+        return [ep for chunk in _roll_all(jobs, workers, bar) for ep in chunk]
 
 
 def reference_returns(env_name: str) -> tuple[float, float]:
@@ -251,9 +355,10 @@ def make_recipe(family: str):
     env_id = FAMILIES[family]
     return Recipe(
         family=family, env_id=env_id, levels=LEVELS, default_size=default_sizes(family),
-        build_episodes=functools.partial(build_episodes, family),
+        build_episodes=functools.partial(build_episodes, family), parallel=True,
+        parts=functools.partial(parts, family),
         reference_returns=functools.partial(reference_returns, family),
-        version="0",
+        version="1",  # 1: chunked rollouts seeded by policy name (v0 seeded by segment position)
         description=(f"{env_id} (Gymnasium MuJoCo) in the D4RL style, from stable-baselines3 PPO behaviour policies "
                      f"shipped in envs/policies/{family} (not D4RL's data; scores are not comparable with D4RL's)"),
         provenance=dict(behaviour_algorithm=rec.get("algorithm"), behaviour_steps_trained=rec.get("steps_trained"),

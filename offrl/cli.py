@@ -203,43 +203,53 @@ def datasets():
 @datasets.command("list")
 @friendly
 def datasets_list():
-    """Generated datasets (built or buildable) with their sizes."""
-    import json
-
+    """Generated datasets (built or buildable) with their sizes; `behaviour` is the mean normalised return of
+    a built dataset's complete episodes ("-" if built before it was recorded)."""
     from offrl.data import recipes
 
     recipes.load_builtin()
 
-    click.echo(f"{'name':<28} {'status':<8} {'transitions':>11} {'episodes':>9} {'build s':>8}  minari id")
+    click.echo(f"{'name':<28} {'status':<8} {'transitions':>11} {'episodes':>9} {'behaviour':>9} {'build s':>8}  "
+               "minari id")
     for recipe in recipes.RECIPES.values():
         for level in recipe.levels:
             dsid = recipes.minari_id(recipe, level)
             if recipes.is_built(dsid):
-                prov = json.loads((recipes.dataset_path(dsid) / "offrl_recipe.json").read_text())
+                prov = recipes.read_provenance(dsid)
+                score = prov.get("behaviour_normalized_return")
                 click.echo(f"{recipe.family + '-' + level:<28} {'built':<8} {prov['transitions']:>11,} "
-                           f"{prov['episodes']:>9,} {prov['build_seconds']:>8.1f}  {dsid}")
+                           f"{prov['episodes']:>9,} {'-' if score is None else f'{score:.1f}':>9} "
+                           f"{prov['build_seconds']:>8.1f}  {dsid}")
             else:
                 click.echo(f"{recipe.family + '-' + level:<28} {'-':<8} {recipe.default_size[level]:>11,} "
-                           f"{'':>9} {'':>8}  {dsid}")
+                           f"{'':>9} {'':>9} {'':>8}  {dsid}")
 
 
 @datasets.command("build")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--size", type=int, help="transitions (default: the recipe's)")
 @click.option("--force", is_flag=True, help="rebuild even if present")
+@click.option("--workers", type=int, help="processes rolling out episodes (MuJoCo recipes) [default: the usable "
+                                          "cores]; the data does not depend on it")
 @friendly
-def datasets_build(names, size, force):
+def datasets_build(names, size, force, workers):
     """Generate the suite's datasets (no download)."""
     from offrl.data import recipes
 
     recipes.load_builtin()
 
+    if workers is not None and workers < 1:
+        raise OfflineRLError(f"--workers must be at least 1, got {workers}")
     for name in names:
         found = recipes.split_name(name.split(":", 1)[-1])
         if found is None:
             from offrl.data.resolve import buildable_names
             raise OfflineRLError(f"unknown dataset {name!r}: offrl can build {', '.join(buildable_names())}")
-        recipes.build(*found, size=size, force=force)
+        try:
+            recipes.build(*found, size=size, force=force, workers=workers)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: {name} was not stored (a build writes nothing until it is complete)", err=True)
+            sys.exit(130)
 
 
 @datasets.command("train-behaviour")

@@ -91,7 +91,7 @@ def test_build_is_deterministic(hopper_medium):
 
 @pytest.mark.parametrize("level", ["medium-replay", "medium-expert", "random"])
 def test_other_levels_exact_size(level):
-    eps = mujoco.build_episodes("hopper", level, 2_001, 0, progress=False)
+    eps = mujoco.build_episodes("hopper", level, 2_001, 0, workers=1, progress=False)
     assert sum(len(e["actions"]) for e in eps) == 2_001
     for e in eps:
         assert len(e["observations"]) == len(e["actions"]) + 1
@@ -143,3 +143,96 @@ def test_env_without_policies_is_not_offered(monkeypatch, tmp_path):
     (tmp_path / "ant").mkdir()
     (tmp_path / "ant" / "expert.pt").write_bytes(b"")
     assert not mujoco.has_policies("ant")
+
+
+def same_episodes(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for ea, eb in zip(a, b):
+        assert set(ea) == set(eb)
+        for key in ea:
+            np.testing.assert_array_equal(ea[key], eb[key], err_msg=key)
+
+
+def test_chunks_and_seeds_depend_on_size_and_policy_name_only():
+    assert mujoco.chunk_sizes(250_000) == [100_000, 100_000, 50_000]
+    assert mujoco.chunk_sizes(200_000) == [100_000, 100_000]
+    seeds = lambda *key: [mujoco.chunk_seeds(*key)[0](k) for k in range(3)]  # noqa: E731
+    assert seeds(0, "medium", 1) == seeds(0, "medium", 1)
+    assert len({tuple(seeds(*key)) for key in [(0, "medium", 0), (0, "medium", 1), (0, "expert", 0),
+                                               (1, "medium", 0), (0, "replay_03", 0)]}) == 5
+    a, b = mujoco.chunk_seeds(0, "medium", 0)[1], mujoco.chunk_seeds(0, "medium", 1)[1]
+    assert a.random() != b.random()
+
+
+def test_one_worker_and_two_workers_give_the_same_data(monkeypatch):
+    monkeypatch.setattr(mujoco, "CHUNK", 1_000)
+    one = mujoco.build_episodes("hopper", "medium", 2_000, 0, workers=1, progress=False)
+    two = mujoco.build_episodes("hopper", "medium", 2_000, 0, workers=2, progress=False)
+    same_episodes(one, two)
+    lengths = np.cumsum([len(e["actions"]) for e in one])
+    cut = int(np.flatnonzero(lengths == 1_000)[0])  # the first chunk ends in an episode cut to fit it
+    assert one[cut]["truncations"][-1] and len(one[cut]["actions"]) < 1_000
+
+
+def test_medium_expert_is_medium_then_expert_and_read_from_them(monkeypatch):
+    from offrl.data import recipes
+
+    monkeypatch.setattr(mujoco, "CHUNK", 500)
+    recipes.load_builtin()
+    hopper, n = recipes.RECIPES["hopper"], 800
+    quiet = lambda msg: None  # noqa: E731
+    scratch = recipes.read_episodes(recipes.build(hopper, "medium-expert", size=2 * n, workers=1, log=quiet))
+    ids = [recipes.build(hopper, level, size=n, workers=1, log=quiet) for level in ("medium", "expert")]
+    same_episodes(scratch, [ep for dataset_id in ids for ep in recipes.read_episodes(dataset_id)])
+    lines = []
+    me = recipes.build(hopper, "medium-expert", size=2 * n, force=True, log=lines.append)
+    assert any("reading the episodes of" in line and ids[0] in line and ids[1] in line for line in lines)
+    same_episodes(scratch, recipes.read_episodes(me))
+    assert recipes.read_provenance(me)["read_from"] == ids
+    assert recipes.built_parts(hopper, "medium-expert", 2 * n, seed=1) is None  # other seed: generate
+
+
+def test_behaviour_return_counts_complete_episodes():
+    from offrl.data.recipes import behaviour_returns
+
+    def episode(T, reward, term=False, trunc=False):
+        return dict(rewards=np.full(T, reward), terminations=np.r_[np.zeros(T - 1, bool), term],
+                    truncations=np.r_[np.zeros(T - 1, bool), trunc])
+    eps = [episode(10, 1.0, term=True), episode(1_000, 0.5, trunc=True), episode(7, 100.0, trunc=True)]  # last cut
+    got = behaviour_returns(eps, 1_000, ref_min=0.0, ref_max=1_000.0)
+    assert got == dict(behaviour_return=255.0, behaviour_normalized_return=25.5, behaviour_episodes=2)
+    assert behaviour_returns(eps[2:], 1_000, 0.0, 1_000.0)["behaviour_return"] == 700.0  # all cut: all count
+
+
+def test_behaviour_return_recorded(hopper_medium):
+    ds, prov = hopper_medium, hopper_medium.provenance
+    ends = [end for _, end in episode_bounds(ds)]
+    returns = [ds.rewards[start:end].sum() for start, end in episode_bounds(ds)]
+    complete = [bool(ds.terminals[end - 1] or end - start == 1_000) for start, end in episode_bounds(ds)]
+    assert ends[-1] == SIZE and not complete[-1]
+    mean = np.mean(np.asarray(returns)[complete])
+    assert prov["behaviour_return"] == pytest.approx(mean, abs=1e-3)
+    assert prov["behaviour_normalized_return"] == pytest.approx(float(ds.normalized_score(mean)), abs=0.01)
+
+
+def test_datasets_list_shows_behaviour_return(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from offrl.cli import main
+    from offrl.data import recipes
+
+    monkeypatch.setenv("OFFRL_DATA_DIR", str(tmp_path))
+    recipes.load_builtin()
+    hopper = recipes.RECIPES["hopper"]
+    old = dict(transitions=1_000_000, episodes=4_321, build_seconds=406.0)  # built before the field existed
+    for level, prov in [("medium", dict(old, behaviour_normalized_return=27.04)), ("expert", old)]:
+        path = recipes.dataset_path(recipes.minari_id(hopper, level))
+        path.mkdir(parents=True)
+        (path / "offrl_recipe.json").write_text(json.dumps(prov))
+    out = CliRunner().invoke(main, ["datasets", "list"]).output.splitlines()
+    assert out[0].split()[:7] == ["name", "status", "transitions", "episodes", "behaviour", "build", "s"]
+    row = {line.split()[0]: line.split() for line in out[1:]}
+    assert row["hopper-medium"][:6] == ["hopper-medium", "built", "1,000,000", "4,321", "27.0", "406.0"]
+    assert row["hopper-expert"][:6] == ["hopper-expert", "built", "1,000,000", "4,321", "-", "406.0"]
+    bad = CliRunner().invoke(main, ["datasets", "build", "hopper-medium", "--workers", "0"])
+    assert bad.exit_code == 2 and "--workers must be at least 1" in bad.output

@@ -2,8 +2,10 @@
 
 A recipe (registered by envs/) says how to make `<family>-<level>` episodes and the reference returns.
 `build` writes them as the Minari dataset `offrl/<family>/<level>-v<version>` (any Minari user can load it),
-with ref_min_score / ref_max_score in its metadata and the recipe's provenance beside it. The write goes to
-a temporary folder first and is renamed into place, so a killed build leaves nothing half-written.
+with ref_min_score / ref_max_score in its metadata and the recipe's provenance beside it (with the behaviour
+data's mean return). The write goes to a temporary folder first and is renamed into place, so a killed build
+leaves nothing half-written. A level the recipe declares as the concatenation of other levels' datasets
+(medium-expert = medium + expert) is read from them when they are built, not generated again.
 """
 from __future__ import annotations
 
@@ -30,11 +32,14 @@ class Recipe:
     env_id: str
     levels: tuple[str, ...]
     default_size: dict[str, int]
-    build_episodes: Callable[[str, int, int], list]  # (level, transitions, seed) -> Minari-style episode dicts
+    build_episodes: Callable[..., list]  # (level, transitions, seed[, workers=]) -> Minari-style episode dicts
     reference_returns: Callable[[], tuple[float, float]]  # (uniform-random mean return, expert mean return)
     version: str = "0"
     description: str = ""
     provenance: dict = field(default_factory=dict)  # e.g. policy file hashes
+    parallel: bool = False  # build_episodes also takes workers= (processes; None: the default)
+    # (level, transitions) -> the (level, size) datasets whose episodes, in order, are this one's (same seed)
+    parts: Callable[[str, int], list[tuple[str, int]] | None] | None = None
 
 
 def register_recipe(recipe: Recipe) -> None:
@@ -73,8 +78,10 @@ def is_built(dataset_id: str) -> bool:
 
 
 def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, force: bool = False,
-          log: Callable[[str], None] = print) -> str:
-    """Generate and store one dataset; returns its Minari id. Deterministic in (recipe, level, size, seed)."""
+          workers: int | None = None, log: Callable[[str], None] = print) -> str:
+    """Generate and store one dataset; returns its Minari id. Deterministic in (recipe, level, size, seed);
+    `workers` (for a parallel recipe) changes only the speed."""
+    import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
 
@@ -87,7 +94,13 @@ def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, fo
         return dataset_id
     t0 = time.time()
     log(f"building {dataset_id}: {size:,} transitions of {recipe.env_id} ({level})")
-    episodes = recipe.build_episodes(level, size, seed)
+    part_ids = built_parts(recipe, level, size, seed)
+    if part_ids:
+        log(f"{dataset_id}: reading the episodes of {' and '.join(part_ids)} (built with seed {seed}), "
+            "not generating them again")
+        episodes = [ep for part in part_ids for ep in read_episodes(part)]
+    else:
+        episodes = recipe.build_episodes(level, size, seed, **({"workers": workers} if recipe.parallel else {}))
     ref_min, ref_max = recipe.reference_returns()
     buffers = [EpisodeBuffer(id=i, observations=e["observations"], actions=e["actions"],
                              rewards=np.asarray(e["rewards"], np.float64), terminations=e["terminations"],
@@ -107,8 +120,11 @@ def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, fo
         built = tmp_root / dataset_id
         provenance = dict(recipe.provenance, recipe=recipe.family, level=level, env_id=recipe.env_id,
                           version=recipe.version, seed=seed, transitions=size, episodes=len(episodes),
-                          ref_min_score=ref_min, ref_max_score=ref_max, build_seconds=round(time.time() - t0, 2),
+                          ref_min_score=ref_min, ref_max_score=ref_max,
+                          **behaviour_returns(episodes, gym.spec(recipe.env_id).max_episode_steps, ref_min, ref_max),
+                          **({"read_from": part_ids} if part_ids else {}),
                           data_sha256=file_sha256(built / "data" / "main_data.hdf5"))
+        provenance["build_seconds"] = round(time.time() - t0, 2)
         (built / "offrl_recipe.json").write_text(json.dumps(provenance, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -116,8 +132,54 @@ def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, fo
         built.rename(final)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    log(f"built {dataset_id} in {time.time() - t0:.1f}s: {len(episodes)} episodes")
+    log(f"built {dataset_id} in {time.time() - t0:.1f}s: {len(episodes)} episodes, behaviour return "
+        f"{provenance['behaviour_return']:.1f} (normalised {provenance['behaviour_normalized_return']:.1f})")
     return dataset_id
+
+
+def behaviour_returns(episodes: list[dict], max_steps: int | None, ref_min: float, ref_max: float) -> dict:
+    """Mean raw and normalised return of the complete episodes: those ending in a termination or at the time
+    limit. An episode cut to fit the size (truncated before the limit) would pull the mean down; if every
+    episode is cut (a size below one episode), all count."""
+    returns = np.array([float(np.sum(e["rewards"])) for e in episodes])
+    complete = np.array([bool(e["terminations"][-1] or (e["truncations"][-1] and len(e["rewards"]) == max_steps))
+                         for e in episodes])
+    counted = returns[complete] if complete.any() else returns
+    mean = float(counted.mean())
+    return dict(behaviour_return=round(mean, 3),
+                behaviour_normalized_return=round(100 * (mean - ref_min) / (ref_max - ref_min), 2),
+                behaviour_episodes=len(counted))
+
+
+def built_parts(recipe: Recipe, level: str, size: int, seed: int) -> list[str] | None:
+    """Minari ids of the built datasets that make up this one (see Recipe.parts), or None unless every one is
+    built with this seed, size, recipe version and provenance (policy hashes)."""
+    wanted = recipe.parts(level, size) if recipe.parts else None
+    if not wanted:
+        return None
+    ids = [minari_id(recipe, part, n) for part, n in wanted]
+    for dataset_id, (part, n) in zip(ids, wanted):
+        if not is_built(dataset_id):
+            return None
+        prov = read_provenance(dataset_id)
+        same = dict(recipe.provenance, recipe=recipe.family, level=part, version=recipe.version, seed=seed,
+                    transitions=n)
+        if any(prov.get(key) != value for key, value in same.items()):
+            return None
+    return ids
+
+
+def read_episodes(dataset_id: str) -> list[dict]:
+    """A stored dataset's episodes as the dicts build_episodes returns."""
+    import minari
+
+    from offrl.data.minari_reader import minari_root
+
+    with minari_root(minari_store()):
+        ds = minari.load_dataset(dataset_id, download=False)
+        return [dict(observations=np.asarray(e.observations), actions=np.asarray(e.actions),
+                     rewards=np.asarray(e.rewards, np.float64), terminations=np.asarray(e.terminations),
+                     truncations=np.asarray(e.truncations)) for e in ds.iterate_episodes()]
 
 
 def read_provenance(dataset_id: str) -> dict:
