@@ -122,12 +122,13 @@ class BehaviourPolicy:
         self.mu = (state["mu.weight"].float(), state["mu.bias"].float())
         self.activation = {"tanh": torch.tanh, "relu": torch.relu}[state["activation"]]
         self.std = state["log_std"].double().exp().numpy()
-        self.obs_mean = None if state["obs_mean"] is None else state["obs_mean"].double().numpy()
+        # Copies, not views: pickling the policy to a worker process would move the tensors under a view.
+        self.obs_mean = None if state["obs_mean"] is None else state["obs_mean"].double().numpy().copy()
         self.obs_scale = None if state["obs_var"] is None else np.sqrt(state["obs_var"].double().numpy()
                                                                        + float(state["obs_eps"]))
         self.obs_clip = float(state["obs_clip"])
-        self.low = state["action_low"].double().numpy()
-        self.high = state["action_high"].double().numpy()
+        self.low = state["action_low"].double().numpy().copy()
+        self.high = state["action_high"].double().numpy().copy()
         self.obs_dim = self.hidden[0][0].shape[1]
         self.act_dim = self.mu[0].shape[0]
 
