@@ -139,10 +139,9 @@ class CSVE(Agent):
     def dynamics_config(self) -> DynamicsConfig:
         c = self.config
         hidden = c.dynamics_hidden or (200, 200, 200, 200)
-        max_epochs = c.dynamics_max_epochs
         return DynamicsConfig(members=c.dynamics_members, elites=c.dynamics_elites, hidden=hidden,
                               weight_decays=(c.dynamics_weight_decay,) * (len(hidden) + 1), lr=c.dynamics_lr,
-                              batch=c.dynamics_batch, max_epochs=max_epochs, seed=c.dynamics_seed)
+                              batch=c.dynamics_batch, max_epochs=c.dynamics_max_epochs, seed=c.dynamics_seed)
 
     def prepare(self, dataset, cache=None):
         log = cache.log if cache is not None else (lambda msg: None)

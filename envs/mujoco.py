@@ -254,8 +254,8 @@ def chunk_seeds(seed: int, name: str, chunk: int) -> tuple[Callable[[int], int],
 
 
 def roll_chunk(env_name: str, name: str, transitions: int, seed: int, chunk: int) -> list[dict]:
-    """One rollout job, run by a pool worker or by this process. It loads the policy itself: a pickled torch
-    tensor is moved to shared memory, which frees the memory under the numpy views BehaviourPolicy holds."""
+    """One rollout job, run by a pool worker or by this process. It loads the policy itself: a job then pickles
+    a few strings and numbers, not a policy's tensors."""
     episode_seed, rng = chunk_seeds(seed, name, chunk)
     return run_episodes(env_id_of(env_name), segment_policy(env_name, name), transitions=transitions,
                         episode_seeds=episode_seed, rng=rng, progress=False)
