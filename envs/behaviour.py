@@ -1,7 +1,8 @@
-"""Behaviour policies for the MuJoCo recipes: trained here with stable-baselines3 PPO, shipped as small files.
+"""Behaviour policies for the MuJoCo recipes: trained here with stable-baselines3, shipped as small files.
 
-`train_behaviour` trains PPO on one Gymnasium MuJoCo v5 env (fixed seed, one torch thread, one env in a
-DummyVecEnv, VecNormalize where the settings use it), saves a policy snapshot every `snapshot_every` env
+`train_behaviour` trains PPO (Hopper, Walker2d, HalfCheetah) or SAC (Ant, where PPO measured unstable; D4RL
+itself used SAC) on one Gymnasium MuJoCo v5 env (fixed seed, one torch thread, one env in a DummyVecEnv,
+VecNormalize where the settings use it), saves a policy snapshot every `snapshot_every` env
 steps, evaluates each (10 episodes with fixed seeds, with the mean action and with sampled actions) and writes to envs/policies/<family>/:
 
     expert.pt              the snapshot with the best evaluation return (a fully trained policy)
@@ -12,12 +13,14 @@ steps, evaluates each (10 episodes with fixed seeds, with the mean action and wi
                            the reference returns (uniform-random and expert, 100 episodes), wall-clock
 
 A policy file holds only what inference needs, as plain tensors in a dict (see `extract_policy`): the policy
-MLP, the action head, the state-independent log std and the observation normaliser's statistics.
-`BehaviourPolicy` loads one and acts on a batch of observations with torch: the mean action, or a Gaussian
-sample drawn from a numpy Generator the caller seeds, clipped to the action box (SB3 clips the same way
-when it acts in an env). D4RL collected its data with the stochastic policy, and so do the recipes.
+MLP, the action head, the log std (PPO: a state-independent vector; SAC: a linear head, clamped as SB3 does)
+and the observation normaliser's statistics. `BehaviourPolicy` loads one and acts on a batch of observations
+with torch: the mean action, or a Gaussian sample drawn from a numpy Generator the caller seeds; PPO's is
+clipped to the action box (SB3 clips the same way when it acts in an env), SAC's goes through tanh and is
+scaled to the box. D4RL collected its data with the stochastic policy, and so do the recipes.
 
-Training is resumable: the SB3 model, the normaliser and the snapshots so far are checkpointed under
+Training is resumable: the SB3 model, the normaliser (SAC: the replay buffer) and the snapshots so far are
+checkpointed under
 <offrl data dir>/cache/behaviour/<family>-seed<seed>/ after every snapshot, and a later call with the same
 env and seed continues from there (bit-for-bit reproducibility then holds per uninterrupted stretch only).
 """
@@ -59,7 +62,11 @@ RLZOO_HALFCHEETAH = dict(learning_rate=2.0633e-05, n_steps=512, batch_size=64, n
                          policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[256, 256]), activation_fn="relu",
                                             log_std_init=-2.0, ortho_init=False))
 
-# Per env: PPO keyword arguments, whether observations/rewards go through VecNormalize, and the default
+SAC_RLZOO = dict(learning_rate=3e-4, buffer_size=300_000, learning_starts=10_000, batch_size=256, tau=0.005,
+                 gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
+                 policy_kwargs=dict(net_arch=dict(pi=[128, 128], qf=[256, 256]), activation_fn="relu"))
+
+# Per env: PPO or SAC keyword arguments, whether observations/rewards go through VecNormalize, and the default
 # step budget. Hopper: SB3 defaults, measured to reach ~3,100-3,300 in 400-500k steps at ~1,150 steps/s
 # (specs/dependency-stack.md §5.3). The others: see the comments.
 SETTINGS: dict[str, dict] = {
@@ -68,9 +75,12 @@ SETTINGS: dict[str, dict] = {
     "Walker2d-v5": dict(ppo=SB3_DEFAULTS, normalize=True, steps=750_000),
     # RL-Zoo's tuned HalfCheetah values (hyperparams/ppo.yml), with a 64x64 policy so the files stay small.
     "HalfCheetah-v5": dict(ppo=RLZOO_HALFCHEETAH, normalize=True, steps=300_000),
-    # RL-Zoo's own Ant entry is SB3's defaults + VecNormalize, measured unstable on Ant-v5 (specs/behaviour-
-    # policies.md); the tuned HalfCheetah values (small initial action noise) are used instead.
-    "Ant-v5": dict(ppo=RLZOO_HALFCHEETAH, normalize=True, steps=400_000),
+    # PPO did not learn Ant-v5 here: SB3's defaults + VecNormalize (RL-Zoo's entry) swung between 10 and 480
+    # (specs/behaviour-policies.md) and the tuned HalfCheetah values stayed at the ~1,000 a standing ant earns
+    # in 400k steps. SAC, as D4RL used, with RL-Zoo's MuJoCo values (10k random steps first, else SB3's
+    # defaults, a buffer as long as the run); a 128x128 actor keeps the shipped files small, the critics keep
+    # SAC's 256x256.
+    "Ant-v5": dict(sac=SAC_RLZOO, normalize=False, steps=300_000),
 }
 
 
@@ -108,7 +118,8 @@ def versions() -> dict:
 # The shipped policy
 # ---------------------------------------------------------------------------------------------------------
 class BehaviourPolicy:
-    """A PPO Gaussian policy as it acts in the env: normalise obs, MLP, mean action, + exp(log_std) noise, clip."""
+    """A Gaussian policy as SB3 acts with it in the env: normalise obs, MLP, mean action, + exp(log_std) noise;
+    then PPO clips to the box, SAC squashes with tanh and scales to the box (`squash`)."""
 
     def __init__(self, state: dict):
         import torch
@@ -121,7 +132,12 @@ class BehaviourPolicy:
                        for i in range(int(state["n_hidden"]))]
         self.mu = (state["mu.weight"].float(), state["mu.bias"].float())
         self.activation = {"tanh": torch.tanh, "relu": torch.relu}[state["activation"]]
-        self.std = state["log_std"].double().exp().numpy()
+        self.squash = bool(state.get("squash", False))
+        if self.squash:  # SAC: log std from its own linear head on the last hidden layer
+            self.log_std_head = (state["log_std.weight"].float(), state["log_std.bias"].float())
+            self.log_std_range = (float(state["log_std_min"]), float(state["log_std_max"]))
+        else:  # PPO: one learned vector
+            self.std = state["log_std"].double().exp().numpy()
         # Copies, not views: pickling the policy to a worker process would move the tensors under a view.
         self.obs_mean = None if state["obs_mean"] is None else state["obs_mean"].double().numpy().copy()
         self.obs_scale = None if state["obs_var"] is None else np.sqrt(state["obs_var"].double().numpy()
@@ -137,8 +153,8 @@ class BehaviourPolicy:
         import torch
         return cls(torch.load(path, map_location="cpu", weights_only=True))
 
-    def mean(self, obs: np.ndarray) -> np.ndarray:
-        """Mean actions [n, act_dim] (before clipping) for observations [n, obs_dim]."""
+    def _gaussian(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of the pre-clip / pre-tanh Gaussian, [n, act_dim] each, for observations [n, obs_dim]."""
         import torch
         import torch.nn.functional as F
         obs = np.asarray(obs, np.float64)
@@ -148,14 +164,28 @@ class BehaviourPolicy:
             x = torch.as_tensor(obs, dtype=torch.float32)
             for w, b in self.hidden:
                 x = self.activation(F.linear(x, w, b))
-            return F.linear(x, *self.mu).numpy()
+            mu = F.linear(x, *self.mu).numpy().astype(np.float64)
+            if not self.squash:
+                return mu, np.broadcast_to(self.std, mu.shape)
+            log_std = F.linear(x, *self.log_std_head).clamp(*self.log_std_range)
+            return mu, log_std.double().exp().numpy()
+
+    def _to_box(self, a: np.ndarray) -> np.ndarray:
+        if self.squash:  # tanh into [-1, 1], then SB3's affine map onto the box
+            a = self.low + 0.5 * (np.tanh(a) + 1.0) * (self.high - self.low)
+        return np.clip(a, self.low, self.high).astype(np.float32)
+
+    def mean(self, obs: np.ndarray) -> np.ndarray:
+        """The deterministic actions [n, act_dim] for observations [n, obs_dim] (PPO's before clipping)."""
+        mu, _ = self._gaussian(obs)
+        return self._to_box(mu) if self.squash else mu
 
     def act(self, obs: np.ndarray, rng: np.random.Generator | None = None, deterministic: bool = False) -> np.ndarray:
         """Actions [n, act_dim] in the action box: the mean if deterministic, else a sample drawn with `rng`."""
-        a = self.mean(obs).astype(np.float64)
+        mu, std = self._gaussian(obs)
         if not deterministic:
-            a = a + self.std * rng.standard_normal(a.shape)
-        return np.clip(a, self.low, self.high).astype(np.float32)
+            mu = mu + std * rng.standard_normal(mu.shape)
+        return self._to_box(mu)
 
     __call__ = act
 
@@ -173,19 +203,31 @@ class UniformPolicy:
 
 
 def extract_policy(model, vecnorm, env_id: str, step: int) -> dict:
-    """What inference needs from an SB3 PPO model (and its VecNormalize), as plain tensors."""
+    """What inference needs from an SB3 PPO or SAC model (and its VecNormalize), as plain tensors."""
     import torch
-    pol = model.policy
-    linears = [m for m in pol.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
-    act_name = {torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu"}[pol.activation_fn]
+    from stable_baselines3 import SAC
+    tensor = lambda t: t.detach().clone().float()  # noqa: E731
+    sac = isinstance(model, SAC)
+    if sac:
+        actor = model.actor
+        linears = [m for m in actor.latent_pi if isinstance(m, torch.nn.Linear)]
+        act_fn, mu_head = actor.activation_fn, actor.mu
+    else:
+        pol = model.policy
+        linears = [m for m in pol.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+        act_fn, mu_head = pol.activation_fn, pol.action_net
+    act_name = {torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu"}[act_fn]
     state = {"format": POLICY_FORMAT, "env_id": env_id, "step": int(step), "activation": act_name,
-             "n_hidden": len(linears)}
+             "n_hidden": len(linears), "squash": sac}
     for i, lin in enumerate(linears):
-        state[f"pi.{i}.weight"] = lin.weight.detach().clone().float()
-        state[f"pi.{i}.bias"] = lin.bias.detach().clone().float()
-    state["mu.weight"] = pol.action_net.weight.detach().clone().float()
-    state["mu.bias"] = pol.action_net.bias.detach().clone().float()
-    state["log_std"] = pol.log_std.detach().clone().float()
+        state[f"pi.{i}.weight"], state[f"pi.{i}.bias"] = tensor(lin.weight), tensor(lin.bias)
+    state["mu.weight"], state["mu.bias"] = tensor(mu_head.weight), tensor(mu_head.bias)
+    if sac:
+        from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
+        state["log_std.weight"], state["log_std.bias"] = tensor(actor.log_std.weight), tensor(actor.log_std.bias)
+        state["log_std_min"], state["log_std_max"] = float(LOG_STD_MIN), float(LOG_STD_MAX)
+    else:
+        state["log_std"] = tensor(pol.log_std)
     if vecnorm is not None and vecnorm.norm_obs:
         state["obs_mean"] = torch.tensor(vecnorm.obs_rms.mean, dtype=torch.float64)
         state["obs_var"] = torch.tensor(vecnorm.obs_rms.var, dtype=torch.float64)
@@ -220,12 +262,25 @@ def evaluate(policy, env_id: str, episodes: int = EVAL_EPISODES, seed: int = EVA
 # ---------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------
-def _ppo_kwargs(settings: dict) -> dict:
+def algorithm_of(settings: dict) -> str:
+    """'ppo' or 'sac': the key that holds the settings' keyword arguments."""
+    return "sac" if "sac" in settings else "ppo"
+
+
+def _sb3_kwargs(settings: dict) -> dict:
     import torch
-    kw = json.loads(json.dumps(settings["ppo"]))  # deep copy
+    kw = json.loads(json.dumps(settings[algorithm_of(settings)]))  # deep copy
     pk = kw["policy_kwargs"]
     pk["activation_fn"] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[pk["activation_fn"]]
     return kw
+
+
+def _save_atomically(save: Callable[[str], None], path: Path) -> None:
+    """`save(tmp)` then rename onto `path`: a run killed while saving keeps the previous checkpoint. SB3 adds
+    .zip / .pkl to names without a suffix, so the temporary name keeps the real suffix."""
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    save(str(tmp))
+    os.replace(tmp, path)
 
 
 def _make_venv(env_id: str, settings: dict):
@@ -235,7 +290,8 @@ def _make_venv(env_id: str, settings: dict):
 
     venv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
     if settings["normalize"]:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=settings["ppo"]["gamma"])
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0,
+                            gamma=settings[algorithm_of(settings)]["gamma"])
     return venv
 
 
@@ -247,12 +303,13 @@ def work_dir_for(env_name: str, seed: int) -> Path:
 def train_behaviour(env_name: str, total_steps: int | None = None, seed: int = 0, out_dir: str | Path | None = None,
                     log: Callable[[str], None] = print, snapshot_every: int = 25_000,
                     work_dir: str | Path | None = None) -> dict:
-    """Train PPO on `env_name`, snapshot and evaluate it, pick expert/medium/replay and write them to out_dir.
+    """Train PPO or SAC (per SETTINGS) on `env_name`, snapshot and evaluate it, pick expert/medium/replay and
+    write them to out_dir.
 
     Resumes from the checkpoint in work_dir (default: <data dir>/cache/behaviour/<family>-seed<seed>) if
     one exists. Returns the behaviour.json record."""
     import torch
-    from stable_baselines3 import PPO
+    from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
@@ -265,8 +322,10 @@ def train_behaviour(env_name: str, total_steps: int | None = None, seed: int = 0
     snaps_dir = work / "snapshots"
     snaps_dir.mkdir(parents=True, exist_ok=True)
     state_file = work / "state.json"
-    record_settings = dict(ppo=settings["ppo"], normalize=settings["normalize"], n_envs=1, seed=seed,
-                           snapshot_every=snapshot_every)
+    algo = algorithm_of(settings)
+    Algorithm = {"ppo": PPO, "sac": SAC}[algo]
+    record_settings = {algo: settings[algo], "normalize": settings["normalize"], "n_envs": 1, "seed": seed,
+                       "snapshot_every": snapshot_every}
 
     venv = _make_venv(env_id, settings)
     if state_file.exists():
@@ -275,13 +334,15 @@ def train_behaviour(env_name: str, total_steps: int | None = None, seed: int = 0
             raise RuntimeError(f"{work} holds a run with other settings; delete it to start afresh")
         if settings["normalize"]:
             venv = VecNormalize.load(str(work / "vecnormalize.pkl"), venv.venv)
-        model = PPO.load(work / "model.zip", env=venv, device="cpu")
+        model = Algorithm.load(work / "model.zip", env=venv, device="cpu")
+        if algo == "sac":
+            model.load_replay_buffer(work / "replay.pkl")
         log(f"resuming {env_id} seed {seed} from step {model.num_timesteps:,} ({work})")
     else:
         state = dict(settings=record_settings, snapshots=[], train_seconds=0.0, eval_seconds=0.0)
-        model = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **_ppo_kwargs(settings))
-        log(f"training PPO on {env_id}, seed {seed}, {total_steps:,} steps, snapshots every {snapshot_every:,} "
-            f"(checkpoints in {work})")
+        model = Algorithm("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **_sb3_kwargs(settings))
+        log(f"training {algo.upper()} on {env_id}, seed {seed}, {total_steps:,} steps, snapshots every "
+            f"{snapshot_every:,} (checkpoints in {work})")
 
     def snapshot():
         step = int(model.num_timesteps)
@@ -295,17 +356,20 @@ def train_behaviour(env_name: str, total_steps: int | None = None, seed: int = 0
         state["snapshots"].append(dict(step=step, file=path.name, eval_mean=round(float(rets.mean()), 2),
                                        eval_std=round(float(rets.std()), 2),
                                        behaviour_mean=round(float(brets.mean()), 2)))
-        # checkpoint: model, normaliser, then the state that names them (written last, atomically)
-        model.save(work / "model.zip")
+        # checkpoint: model, normaliser / replay buffer, then the state that names them (written last)
+        _save_atomically(model.save, work / "model.zip")
         if settings["normalize"]:
-            venv.save(str(work / "vecnormalize.pkl"))
+            _save_atomically(venv.save, work / "vecnormalize.pkl")
+        if algo == "sac":
+            _save_atomically(model.save_replay_buffer, work / "replay.pkl")
         tmp = work / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, state_file)
         train_ret = [ep["r"] for ep in model.ep_info_buffer] if model.ep_info_buffer else []
+        noise = "" if algo == "sac" else f"std {np.exp(pstate['log_std'].numpy()).mean():.3f}  "
         log(f"{env_id} step {step:>9,}  eval {rets.mean():8.1f} ± {rets.std():6.1f}  stochastic {brets.mean():8.1f}  "
             f"train-ep {np.mean(train_ret) if train_ret else float('nan'):8.1f}  "
-            f"std {np.exp(pstate['log_std'].numpy()).mean():.3f}  "
+            f"{noise}"
             f"train {state['train_seconds']:7.0f}s ({step / max(state['train_seconds'], 1e-9):5.0f} steps/s)")
 
     if not state["snapshots"]:
@@ -381,9 +445,10 @@ def write_policies(env_name: str, work: str | Path, out_dir: str | Path | None =
         files[name] = dict(step=snaps[i]["step"], eval_mean=snaps[i]["eval_mean"], sha256=file_sha256(out_dir / name),
                            bytes=(out_dir / name).stat().st_size)
 
-    p = state["settings"]["ppo"]
+    algo = algorithm_of(state["settings"])
+    p = state["settings"][algo]
     record = dict(
-        env_id=env_id, family=family, algorithm="PPO (stable-baselines3)", seed=state["settings"]["seed"],
+        env_id=env_id, family=family, algorithm=f"{algo.upper()} (stable-baselines3)", seed=state["settings"]["seed"],
         steps_trained=snaps[-1]["step"], versions=versions(),
         hyperparameters=dict(p, normalize=state["settings"]["normalize"], n_envs=state["settings"]["n_envs"],
                              vecnormalize=dict(norm_obs=True, norm_reward=True, clip_obs=10.0)

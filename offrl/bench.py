@@ -1,8 +1,9 @@
 """Speed: updates per second of an agent on a dataset, for several seed counts in one process.
 
-Timing covers whole steps (batch sampling + update), after a warm-up, with a device synchronisation at the
-end of the timed window. FLOPs per update are counted by torch (torch.utils.flop_counter, averaged over
-a few consecutive steps so that delayed actor updates count at their real rate); efficiency is the
+Timing covers whole steps (batch sampling + update, in the compile mode asked for: offrl/compile.py), after
+a warm-up that also pays for compiling, with a device synchronisation at the end of the timed window. FLOPs
+per update are counted by torch on the eager update (torch.utils.flop_counter, averaged over a few
+consecutive steps so that delayed actor updates count at their real rate); efficiency is the
 achieved GFLOP/s over this machine's measured float32 matmul GFLOP/s at the same thread count.
 Speed is measured here, never in tests.
 """
@@ -16,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from offrl import config as cfg
 from offrl import registry
+from offrl.compile import UpdateRunner
 from offrl.replay import TransitionBuffer
 from offrl.trainer import resolve_family, set_threads
 
@@ -26,6 +28,7 @@ class BenchResult:
     seeds: int
     threads: int
     device: str
+    mode: str  # the update mode that ran (eager, compile, cudagraphs)
     updates_per_s: float  # steps of the whole process per second
     gflop_per_update: float  # for all seeds together
     peak_gflops: float  # measured matmul throughput
@@ -73,27 +76,27 @@ def build(agent_name: str, dataset, num_seeds: int, device, overrides=None):
 
 def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,
               device: torch.device | str = "cpu", overrides: dict | None = None, threads: int = 0,
-              peak: float | None = None) -> BenchResult:
+              peak: float | None = None, compile_mode: str = "eager", log=print) -> BenchResult:
     device = torch.device(device)
     threads = set_threads(threads, num_seeds)
     agent, buffer = build(agent_name, dataset, num_seeds, device, overrides)
-    step = 0
-    for step in range(1, warmup + 1):
-        agent.update(buffer.sample(), step)
     counted = 4  # covers the delayed-actor cycle of TD3-style agents
     with FlopCounterMode(display=False) as counter:
-        for step in range(step + 1, step + counted + 1):
+        for step in range(1, counted + 1):
             agent.update(buffer.sample(), step)
     gflop = counter.get_total_flops() / counted / 1e9
+    update = UpdateRunner(agent, compile_mode, device, log=log)
+    for step in range(step + 1, step + warmup + 1):
+        update(buffer.sample(), step)
     _sync(device)
     t0 = time.perf_counter()
     for step in range(step + 1, step + steps + 1):
-        metrics = agent.update(buffer.sample(), step)
+        metrics = update(buffer.sample(), step)
     for v in metrics.values():  # wait for the last update to finish
         v.cpu()
     _sync(device)
     ups = steps / (time.perf_counter() - t0)
-    return BenchResult(agent_name, num_seeds, threads, str(device), ups, gflop,
+    return BenchResult(agent_name, num_seeds, threads, str(device), update.mode, ups, gflop,
                        peak if peak is not None else matmul_gflops(device))
 
 

@@ -53,6 +53,8 @@ def main():
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
 @click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
+@click.option("--compile", "compile_mode", type=click.Choice(["auto", "eager", "compile", "cudagraphs"]), default="auto",
+              show_default=True, help="how update runs: auto = cudagraphs on CUDA, eager on CPU (offrl/compile.py)")
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="folder of run folders")
 @click.option("--results", type=click.Path(), help="results table CSV [default: OUT/results.csv]")
@@ -61,7 +63,7 @@ def main():
 @click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder")
 @friendly
 def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
-        device, threads, dataset_size, out, results, plugins, run_name, resume_dir):
+        device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
     from offrl.trainer import TrainConfig, Trainer
@@ -82,7 +84,7 @@ def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, chec
         trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
                                 config_file=config_file, overrides=cfg.parse_set(sets), device=device,
                                 dataset_size=dataset_size, results=results, plugins=plugins, run_name=run_name,
-                                threads=threads)
+                                threads=threads, compile=compile_mode)
         click.echo(f"run folder: {trainer.run_dir}")
     trainer.fit()
 
@@ -120,17 +122,19 @@ def table(path, fmt):
 @click.option("--steps", type=int, default=200, show_default=True, help="timed updates per S")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
+@click.option("--compile", "compile_mode", type=click.Choice(["auto", "eager", "compile", "cudagraphs"]), default="auto",
+              show_default=True, help="how update runs: auto = cudagraphs on CUDA, eager on CPU (offrl/compile.py)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path())
 @friendly
-def bench(agent_names, dataset, seed_counts, steps, device, threads, as_csv, plugins):
+def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, as_csv, plugins):
     """Updates per second for S seeds in one process (whole steps: sampling + update), FLOPs and efficiency."""
     import torch
 
     from offrl import registry
     from offrl.bench import benchmark, matmul_gflops
     from offrl.data import resolve
-    from offrl.trainer import pick_device, set_threads
+    from offrl.trainer import hardware, pick_device, set_threads
 
     for p in plugins:
         registry.load_plugin(p)
@@ -143,25 +147,28 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, as_csv, plu
         t = set_threads(threads, s)
         if t not in peaks:
             peaks[t] = matmul_gflops(dev)
-    cols = ["agent", "S", "threads", "updates/s", "seed-updates/s", "GFLOP/update", "GFLOP/s", "peak GFLOP/s",
-            "efficiency"]
+    cols = ["agent", "S", "threads", "mode", "updates/s", "seed-updates/s", "GFLOP/update", "GFLOP/s",
+            "peak GFLOP/s", "efficiency"]
+    say = (lambda msg: None) if as_csv else click.echo
     if as_csv:
-        click.echo(",".join(cols + ["device", "torch", "dataset"]))
+        click.echo(",".join(cols + ["device", "hardware", "torch", "dataset"]))
     else:
-        click.echo(f"device {dev}, torch {torch.__version__}, dataset {ds.name}, mode eager")
-        click.echo(f"{'agent':<8} {'S':>3} {'thr':>3} {'upd/s':>8} {'seed-upd/s':>10} {'GFLOP/upd':>9} "
+        click.echo(f"device {dev} ({hardware(dev)}), torch {torch.__version__}, dataset {ds.name}, "
+                   f"--compile {compile_mode}")
+        click.echo(f"{'agent':<8} {'S':>3} {'thr':>3} {'mode':>10} {'upd/s':>8} {'seed-upd/s':>10} {'GFLOP/upd':>9} "
                    f"{'GFLOP/s':>8} {'peak':>6} {'eff':>5}")
     for name in names:
         for s in counts:
-            r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)])
+            r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)],
+                          compile_mode=compile_mode, log=say)
             if as_csv:
-                click.echo(f"{name},{s},{r.threads},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
+                click.echo(f"{name},{s},{r.threads},{r.mode},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
                            f"{r.gflop_per_update:.4f},{r.gflops:.2f},{r.peak_gflops:.2f},{r.efficiency:.3f},"
-                           f"{dev},{torch.__version__},{ds.name}")
+                           f"{dev},{hardware(dev)},{torch.__version__},{ds.name}")
             else:
-                click.echo(f"{name:<8} {s:>3} {r.threads:>3} {r.updates_per_s:>8.1f} {r.seed_updates_per_s:>10.1f} "
-                           f"{r.gflop_per_update:>9.3f} {r.gflops:>8.1f} {r.peak_gflops:>6.1f} "
-                           f"{100 * r.efficiency:>4.0f}%")
+                click.echo(f"{name:<8} {s:>3} {r.threads:>3} {r.mode:>10} {r.updates_per_s:>8.1f} "
+                           f"{r.seed_updates_per_s:>10.1f} {r.gflop_per_update:>9.3f} {r.gflops:>8.1f} "
+                           f"{r.peak_gflops:>6.1f} {100 * r.efficiency:>4.0f}%")
 
 
 @main.group()
@@ -254,11 +261,11 @@ def datasets_build(names, size, force, workers):
 
 @datasets.command("train-behaviour")
 @click.argument("env")
-@click.option("--steps", type=int, help="PPO env steps [default: the env's budget in envs/behaviour.py]")
+@click.option("--steps", type=int, help="env steps [default: the env's budget in envs/behaviour.py]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @friendly
 def datasets_train_behaviour(env, steps, seed):
-    """Train the behaviour policies of a MuJoCo recipe (hopper, halfcheetah, walker2d, ant) with SB3 PPO and
+    """Train the behaviour policies of a MuJoCo recipe (hopper, halfcheetah, walker2d, ant) with SB3 PPO (ant: SAC) and
     write them to envs/policies/ENV (resumes an interrupted run with the same seed)."""
     from offrl.envs.behaviour import train_behaviour
 

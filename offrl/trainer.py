@@ -31,6 +31,7 @@ from offrl import config as cfg
 from offrl import registry
 from offrl.atomic import atomic_path, write_text_atomic
 from offrl.cache import Cache
+from offrl.compile import UpdateRunner
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError
 from offrl.evaluation import Evaluator
@@ -129,6 +130,9 @@ class Trainer:
             self.agent.total_steps = self.train_cfg.steps
             self.agent.prepare(self.dataset, cache=Cache(log=log))
             self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device)
+            self.update = UpdateRunner(self.agent, spec.get("compile", "auto"), self.device, log=log)
+        log(f"device {self.device} ({hardware(self.device)}), torch {torch.__version__}, update mode "
+            f"{self.update.mode}" + (f" (--compile auto)" if self.update.requested == "auto" else ""))
         self.step = 0
         self.history: list[dict] = []  # one record per evaluation
         self.wall_clock = 0.0
@@ -138,7 +142,7 @@ class Trainer:
     def start(cls, agent: str, dataset: str, seeds, out_dir="runs", train: TrainConfig | None = None,
               config_file: str | None = None, overrides: dict | None = None, device: str = "auto",
               dataset_size: int | None = None, results: str | None = None, plugins=(), run_name: str | None = None,
-              threads: int = 0, log=print) -> "Trainer":
+              threads: int = 0, compile: str = "auto", log=print) -> "Trainer":
         seeds = [int(s) for s in seeds]
         if len(set(seeds)) != len(seeds) or not seeds:
             raise OfflineRLError(f"--seeds must be distinct integers, got {seeds}")
@@ -154,6 +158,7 @@ class Trainer:
         if (run_dir / "run.yaml").exists():
             raise OfflineRLError(f"run folder {run_dir} exists: resume it with --resume {run_dir}")
         spec = dict(agent=agent, dataset=dataset, dataset_size=dataset_size, seeds=seeds, device=device, threads=threads,
+                    compile=compile,
                     train=dataclasses.asdict(train), agent_config=cfg.to_dict(agent_cfg),
                     results=str(Path(results)) if results else str(Path(out_dir) / "results.csv"),
                     plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=offrl.__version__,
@@ -250,7 +255,7 @@ class Trainer:
                     return None
                 with self.clock("train"):
                     self.step += 1
-                    metrics = self.agent.update(self.buffer.sample(), self.step)
+                    metrics = self.update(self.buffer.sample(), self.step)
                 boundary = self.step == tc.steps
                 if self.step % tc.log_every == 0 or self.step % tc.eval_every == 0 or boundary \
                         or self.step % tc.checkpoint_every == 0:
@@ -305,7 +310,8 @@ class Trainer:
         self.log(f"{self.spec['agent']} on {self.dataset.name}: normalised score {scores.mean():.1f} ± "
                  f"{scores.std():.1f} over seeds {self.seeds} after {self.step:,} updates "
                  f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {updates_per_s:.0f} updates/s "
-                 f"({updates_per_s * len(self.seeds):.0f} seed-updates/s); wall-clock {self.wall_clock:.0f}s")
+                 f"({updates_per_s * len(self.seeds):.0f} seed-updates/s, {self.update.mode}); wall-clock "
+                 f"{self.wall_clock:.0f}s")
         self.log(f"time: {self.clock.shares()}; rows appended to {self.spec['results']}")
         return rows
 

@@ -49,10 +49,12 @@ def evaluate_policy(agent, dataset, episodes: int = 20) -> np.ndarray:
         ev.close()
 
 
-def train_agent(name: str, dataset, steps: int, seeds=(0,), **overrides):
-    """Build agent `name` (Config defaults + overrides), prepare it on `dataset`, and run `steps` updates."""
+def train_agent(name: str, dataset, steps: int, seeds=(0,), compile_mode: str = "eager", **overrides):
+    """Build agent `name` (Config defaults + overrides), prepare it on `dataset`, and run `steps` updates
+    (in `compile_mode`, see offrl/compile.py)."""
     from offrl import config as cfg
     from offrl import registry
+    from offrl.compile import UpdateRunner
     from offrl.replay import TransitionBuffer
 
     info = registry.get(name)
@@ -61,6 +63,7 @@ def train_agent(name: str, dataset, steps: int, seeds=(0,), **overrides):
     agent.total_steps = steps
     agent.prepare(dataset, cache=None)
     buffer = TransitionBuffer(dataset, list(seeds), config.batch_size)
+    update = UpdateRunner(agent, compile_mode, "cpu")
     for step in range(1, steps + 1):
-        agent.update(buffer.sample(), step)
+        update(buffer.sample(), step)
     return agent
