@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import warnings
 from typing import Callable
 
@@ -35,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from offrl.atomic import file_sha256
+from offrl.machine import usable_cores
 from offrl.envs.behaviour import (FAMILIES, REFERENCE_EPISODES, REFERENCE_SEED, BehaviourPolicy, UniformPolicy,
                                   env_id_of, evaluate, family_of, policy_dir)
 
@@ -259,11 +259,6 @@ def roll_chunk(env_name: str, name: str, transitions: int, seed: int, chunk: int
     episode_seed, rng = chunk_seeds(seed, name, chunk)
     return run_episodes(env_id_of(env_name), segment_policy(env_name, name), transitions=transitions,
                         episode_seeds=episode_seed, rng=rng, progress=False)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, which a container or taskset may narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -17,9 +17,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from offrl import config as cfg
 from offrl import registry
+from offrl.cache import Cache
 from offrl.compile import UpdateRunner
 from offrl.replay import TransitionBuffer
-from offrl.trainer import resolve_family, set_threads
+from offrl.machine import set_threads
+from offrl.trainer import resolve_family
 
 
 @dataclass
@@ -65,12 +67,13 @@ def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> flo
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def build(agent_name: str, dataset, num_seeds: int, device, overrides=None):
+def build(agent_name: str, dataset, num_seeds: int, device, overrides=None, log=print):
     info = registry.get(agent_name)
     config = cfg.resolve_config(info, resolve_family(dataset.name), overrides=overrides)
     seeds = list(range(num_seeds))
     agent = registry.make(agent_name, dataset.spec, config, seeds, device).to(device)
-    agent.prepare(dataset, cache=None)
+    # Pre-training stages (a dynamics model) come from the cache, fitted once for every S timed.
+    agent.prepare(dataset, cache=Cache(log=log))
     return agent, TransitionBuffer(dataset, seeds, config.batch_size, device)
 
 
@@ -79,7 +82,7 @@ def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup
               peak: float | None = None, compile_mode: str = "eager", log=print) -> BenchResult:
     device = torch.device(device)
     threads = set_threads(threads, num_seeds)
-    agent, buffer = build(agent_name, dataset, num_seeds, device, overrides)
+    agent, buffer = build(agent_name, dataset, num_seeds, device, overrides, log=log)
     counted = 4  # covers the delayed-actor cycle of TD3-style agents
     with FlopCounterMode(display=False) as counter:
         for step in range(1, counted + 1):

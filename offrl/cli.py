@@ -124,17 +124,19 @@ def table(path, fmt):
 @click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
 @click.option("--compile", "compile_mode", type=click.Choice(["auto", "eager", "compile", "cudagraphs"]), default="auto",
               show_default=True, help="how update runs: auto = cudagraphs on CUDA, eager on CPU (offrl/compile.py)")
+@click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path())
 @friendly
-def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, as_csv, plugins):
+def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, sets, as_csv, plugins):
     """Updates per second for S seeds in one process (whole steps: sampling + update), FLOPs and efficiency."""
     import torch
 
+    from offrl import config as cfg
     from offrl import registry
     from offrl.bench import benchmark, matmul_gflops
     from offrl.data import resolve
-    from offrl.trainer import hardware, pick_device, set_threads
+    from offrl.machine import hardware, pick_device, set_threads
 
     for p in plugins:
         registry.load_plugin(p)
@@ -160,7 +162,7 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     for name in names:
         for s in counts:
             r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)],
-                          compile_mode=compile_mode, log=say)
+                          overrides=cfg.parse_set(sets), compile_mode=compile_mode, log=say)
             if as_csv:
                 click.echo(f"{name},{s},{r.threads},{r.mode},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
                            f"{r.gflop_per_update:.4f},{r.gflops:.2f},{r.peak_gflops:.2f},{r.efficiency:.3f},"
@@ -331,7 +333,7 @@ def dynamics_report(dataset, agent, direction, sets, horizons, device, dataset_s
     from offrl.cache import Cache
     from offrl.data import resolve
     from offrl.dynamics import DynamicsConfig, load_or_fit
-    from offrl.trainer import pick_device
+    from offrl.machine import pick_device
 
     dev = pick_device(device)
     ds = resolve(dataset, size=dataset_size)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import time
 from collections import defaultdict
@@ -35,6 +33,7 @@ from offrl.compile import UpdateRunner
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError
 from offrl.evaluation import Evaluator
+from offrl.machine import hardware, pick_device, set_threads
 from offrl.replay import TransitionBuffer
 
 
@@ -48,25 +47,6 @@ class TrainConfig:
     checkpoint_every: int = 50_000  # updates between atomic checkpoints (and one at the end)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def set_threads(threads: int, num_seeds: int) -> int:
-    """CPU threads for torch: `threads`, or (0 = auto) one per seed up to the core count.
-
-    One seed's matmuls (batch 256, width 256) are too small to split across threads, and when another
-    process holds a core, a second OpenMP thread makes one seed up to 10x slower (measured on the 2-core
-    machine: 70 -> 5 updates/s). Several seeds are stacked into bigger matmuls that do use more cores.
-    """
-    if threads <= 0:
-        threads = max(1, min(os.cpu_count() or 1, num_seeds))
-    torch.set_num_threads(threads)
-    return threads
-
-
 def git_revision() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(offrl.__file__).parent,
@@ -76,12 +56,6 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return offrl.__version__
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 class PhaseClock:
@@ -132,7 +106,7 @@ class Trainer:
             self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device)
             self.update = UpdateRunner(self.agent, spec.get("compile", "auto"), self.device, log=log)
         log(f"device {self.device} ({hardware(self.device)}), torch {torch.__version__}, update mode "
-            f"{self.update.mode}" + (f" (--compile auto)" if self.update.requested == "auto" else ""))
+            f"{self.update.mode}" + (" (--compile auto)" if self.update.requested == "auto" else ""))
         self.step = 0
         self.history: list[dict] = []  # one record per evaluation
         self.wall_clock = 0.0
