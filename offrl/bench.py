@@ -88,18 +88,18 @@ def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup
         for step in range(1, counted + 1):
             agent.update(buffer.sample(), step)
     gflop = counter.get_total_flops() / counted / 1e9
-    update = UpdateRunner(agent, compile_mode, device, log=log)
+    train_step = UpdateRunner(agent, buffer, compile_mode, device, log=log)
     for step in range(step + 1, step + warmup + 1):
-        update(buffer.sample(), step)
+        train_step(step)
     _sync(device)
     t0 = time.perf_counter()
     for step in range(step + 1, step + steps + 1):
-        metrics = update(buffer.sample(), step)
+        metrics = train_step(step)
     for v in metrics.values():  # wait for the last update to finish
         v.cpu()
     _sync(device)
     ups = steps / (time.perf_counter() - t0)
-    return BenchResult(agent_name, num_seeds, threads, str(device), update.mode, ups, gflop,
+    return BenchResult(agent_name, num_seeds, threads, str(device), train_step.mode, ups, gflop,
                        peak if peak is not None else matmul_gflops(device))
 
 

@@ -104,9 +104,10 @@ class Trainer:
             self.agent.total_steps = self.train_cfg.steps
             self.agent.prepare(self.dataset, cache=Cache(log=log))
             self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device)
-            self.update = UpdateRunner(self.agent, spec.get("compile", "auto"), self.device, log=log)
+            self.train_step = UpdateRunner(self.agent, self.buffer, spec.get("compile", "auto"), self.device,
+                                           log=log)
         log(f"device {self.device} ({hardware(self.device)}), torch {torch.__version__}, update mode "
-            f"{self.update.mode}" + (" (--compile auto)" if self.update.requested == "auto" else ""))
+            f"{self.train_step.mode}" + (" (--compile auto)" if self.train_step.requested == "auto" else ""))
         self.step = 0
         self.history: list[dict] = []  # one record per evaluation
         self.wall_clock = 0.0
@@ -229,7 +230,7 @@ class Trainer:
                     return None
                 with self.clock("train"):
                     self.step += 1
-                    metrics = self.update(self.buffer.sample(), self.step)
+                    metrics = self.train_step(self.step)
                 boundary = self.step == tc.steps
                 if self.step % tc.log_every == 0 or self.step % tc.eval_every == 0 or boundary \
                         or self.step % tc.checkpoint_every == 0:
@@ -284,7 +285,7 @@ class Trainer:
         self.log(f"{self.spec['agent']} on {self.dataset.name}: normalised score {scores.mean():.1f} ± "
                  f"{scores.std():.1f} over seeds {self.seeds} after {self.step:,} updates "
                  f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {updates_per_s:.0f} updates/s "
-                 f"({updates_per_s * len(self.seeds):.0f} seed-updates/s, {self.update.mode}); wall-clock "
+                 f"({updates_per_s * len(self.seeds):.0f} seed-updates/s, {self.train_step.mode}); wall-clock "
                  f"{self.wall_clock:.0f}s")
         self.log(f"time: {self.clock.shares()}; rows appended to {self.spec['results']}")
         return rows

@@ -63,7 +63,7 @@ def train_agent(name: str, dataset, steps: int, seeds=(0,), compile_mode: str = 
     agent.total_steps = steps
     agent.prepare(dataset, cache=None)
     buffer = TransitionBuffer(dataset, list(seeds), config.batch_size)
-    update = UpdateRunner(agent, compile_mode, "cpu")
+    train_step = UpdateRunner(agent, buffer, compile_mode, "cpu")
     for step in range(1, steps + 1):
-        update(buffer.sample(), step)
+        train_step(step)
     return agent

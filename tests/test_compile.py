@@ -1,4 +1,4 @@
-"""offrl/compile.py: a compiled update gives the eager update's parameters, and a failing compile falls back."""
+"""offrl/compile.py: a compiled step (sampling + update) gives the eager parameters; a failing compile falls back."""
 import pytest
 import torch
 
@@ -25,8 +25,8 @@ def test_failing_compile_restores_state_and_runs_eager(pointmass, monkeypatch):
     ds = pointmass("medium", 20_000)
 
     def broken_compile(fn, **kwargs):
-        def half_done_then_fail(batch, step):
-            fn(batch, step)  # the update's effects happen, as with a graph break before a failing graph
+        def half_done_then_fail(step):
+            fn(step)  # the step's effects happen, as with a graph break before a failing graph
             raise RuntimeError("backend failed\nsecond line")
         return half_done_then_fail
 
@@ -43,8 +43,8 @@ def test_failing_compile_restores_state_and_runs_eager(pointmass, monkeypatch):
 
 def _with_log(cls, lines):
     class Logged(cls):
-        def __init__(self, agent, mode, device, log=print):
-            super().__init__(agent, mode, device, log=lines.append)
+        def __init__(self, agent, buffer, mode, device, log=print):
+            super().__init__(agent, buffer, mode, device, log=lines.append)
     return Logged
 
 
