@@ -246,6 +246,11 @@ class Trainer:
                     for seed, sc in zip(self.seeds, rec["scores"]):
                         writer.add_scalar(f"eval/normalized_score/seed{seed}", sc, self.step)
                     bar.set_postfix(score=f"{np.mean(rec['scores']):.1f}")
+                    if bar.disable:  # no terminal (a background job, a log file): one line per evaluation
+                        done = self.clock.totals["train"] - train_time_start
+                        rate = (self.step - steps_start) / done if done > 0 else float("nan")
+                        self.log(f"step {self.step:,}/{tc.steps:,}: normalised score "
+                                 f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}, {rate:.1f} updates/s")
                 if self.step % tc.checkpoint_every == 0 or boundary:
                     with self.clock("checkpoint"):
                         self.wall_clock += time.perf_counter() - session_start

@@ -29,6 +29,10 @@ def test_cli_run_writes_one_row_per_seed_and_table_aggregates(tmp_path, data_dir
                                "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
     assert "normalised score" in out.output
+    assert "update mode eager" in out.output
+    # no terminal here, so each evaluation is a log line instead of a progress bar
+    assert [line.split(":")[0] for line in out.output.splitlines() if line.startswith("step ")] == \
+        ["step 100/300", "step 200/300", "step 300/300"]
     rows = results.read_rows(tmp_path / "results.csv")
     assert [r["seed"] for r in rows] == [0, 1, 2]
     assert all(r["steps"] == 300 and r["agent"] == "td3bc" and r["dataset_source"] == "offrl" for r in rows)
