@@ -135,12 +135,14 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     from offrl import config as cfg
     from offrl import registry
     from offrl.bench import benchmark, matmul_gflops
+    from offrl.compile import resolve_mode
     from offrl.data import resolve
     from offrl.machine import hardware, pick_device, set_threads
 
     for p in plugins:
         registry.load_plugin(p)
     dev = pick_device(device)
+    resolve_mode(compile_mode, dev)  # a mode this device cannot run is an error before any work
     ds = resolve(dataset)
     names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
     counts = parse_seeds(seed_counts)

@@ -28,6 +28,8 @@ from typing import Callable
 
 import torch
 
+from offrl.errors import OfflineRLError
+
 MODES = ("auto", "eager", "compile", "cudagraphs")
 TRIAL_CALLS = 8
 
@@ -35,11 +37,11 @@ TRIAL_CALLS = 8
 def resolve_mode(mode: str, device: torch.device) -> str:
     """The mode `auto` stands for on `device`; a mode the device cannot run is an error."""
     if mode not in MODES:
-        raise ValueError(f"unknown compile mode {mode!r}: choose one of {', '.join(MODES)}")
+        raise OfflineRLError(f"unknown compile mode {mode!r}: choose one of {', '.join(MODES)}")
     if mode == "auto":
         return "cudagraphs" if device.type == "cuda" else "eager"
     if mode == "cudagraphs" and device.type != "cuda":
-        raise ValueError("compile mode cudagraphs needs a CUDA device; use compile or eager on a CPU")
+        raise OfflineRLError("compile mode cudagraphs needs a CUDA device; use compile or eager on a CPU")
     return mode
 
 

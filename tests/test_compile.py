@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from offrl import compile as compiling
+from offrl.errors import OfflineRLError
 from conftest import train_agent
 
 SMALL = {"hidden": [32, 32]}
@@ -53,7 +54,7 @@ def test_modes_by_device():
     assert compiling.resolve_mode("auto", cpu) == "eager"
     assert compiling.resolve_mode("auto", cuda) == "cudagraphs"
     assert compiling.resolve_mode("compile", cpu) == "compile"
-    with pytest.raises(ValueError, match="needs a CUDA device"):
+    with pytest.raises(OfflineRLError, match="needs a CUDA device"):
         compiling.resolve_mode("cudagraphs", cpu)
-    with pytest.raises(ValueError, match="unknown compile mode"):
+    with pytest.raises(OfflineRLError, match="unknown compile mode"):
         compiling.resolve_mode("fast", cpu)
