@@ -236,3 +236,22 @@ def test_datasets_list_shows_behaviour_return(monkeypatch, tmp_path):
     assert row["hopper-expert"][:6] == ["hopper-expert", "built", "1,000,000", "4,321", "-", "406.0"]
     bad = CliRunner().invoke(main, ["datasets", "build", "hopper-medium", "--workers", "0"])
     assert bad.exit_code == 2 and "--workers must be at least 1" in bad.output
+
+
+def test_sac_policy_file_acts_as_sb3_does(tmp_path):
+    """A SAC snapshot (ant's behaviour policies) acts like SB3's own predict: tanh-squashed, scaled to the box."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    env = gym.make("Pendulum-v1")  # action box [-2, 2]: the scaling to the box matters
+    model = SAC("MlpPolicy", env, seed=3, device="cpu",
+                policy_kwargs=dict(net_arch=dict(pi=[16, 16], qf=[16, 16])))
+    path = tmp_path / "sac.pt"
+    behaviour.save_policy(behaviour.extract_policy(model, None, "Pendulum-v1", step=0), path)
+    pol = behaviour.BehaviourPolicy.load(path)
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(9, 3)).astype(np.float32)
+    want, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(pol.act(obs, deterministic=True), want, atol=1e-5)
+    a1, a2 = pol.act(obs, np.random.default_rng(5)), pol.act(obs, np.random.default_rng(5))
+    np.testing.assert_array_equal(a1, a2)
+    assert np.all(np.abs(a1) <= 2.0) and not np.allclose(a1, want, atol=1e-3)
