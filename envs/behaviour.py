@@ -27,7 +27,6 @@ env and seed continues from there (bit-for-bit reproducibility then holds per un
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import time
@@ -36,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from offrl.atomic import file_sha256
+from offrl.atomic import atomic_path, file_sha256, write_text_atomic
 
 # torch is imported where it is used: importing offrl.envs (to list the recipes) stays quick.
 
@@ -243,9 +242,8 @@ def extract_policy(model, vecnorm, env_id: str, step: int) -> dict:
 
 def save_policy(state: dict, path: Path) -> None:
     import torch
-    tmp = Path(f"{path}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def evaluate(policy, env_id: str, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED,
@@ -273,14 +271,6 @@ def _sb3_kwargs(settings: dict) -> dict:
     pk = kw["policy_kwargs"]
     pk["activation_fn"] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[pk["activation_fn"]]
     return kw
-
-
-def _save_atomically(save: Callable[[str], None], path: Path) -> None:
-    """`save(tmp)` then rename onto `path`: a run killed while saving keeps the previous checkpoint. SB3 adds
-    .zip / .pkl to names without a suffix, so the temporary name keeps the real suffix."""
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    save(str(tmp))
-    os.replace(tmp, path)
 
 
 def _make_venv(env_id: str, settings: dict):
@@ -357,14 +347,15 @@ def train_behaviour(env_name: str, total_steps: int | None = None, seed: int = 0
                                        eval_std=round(float(rets.std()), 2),
                                        behaviour_mean=round(float(brets.mean()), 2)))
         # checkpoint: model, normaliser / replay buffer, then the state that names them (written last)
-        _save_atomically(model.save, work / "model.zip")
+        saves = [(model.save, "model.zip")]
         if settings["normalize"]:
-            _save_atomically(venv.save, work / "vecnormalize.pkl")
+            saves.append((venv.save, "vecnormalize.pkl"))
         if algo == "sac":
-            _save_atomically(model.save_replay_buffer, work / "replay.pkl")
-        tmp = work / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, state_file)
+            saves.append((model.save_replay_buffer, "replay.pkl"))
+        for save, name in saves:
+            with atomic_path(work / name) as tmp:
+                save(str(tmp))
+        write_text_atomic(state_file, json.dumps(state, indent=1))
         train_ret = [ep["r"] for ep in model.ep_info_buffer] if model.ep_info_buffer else []
         noise = "" if algo == "sac" else f"std {np.exp(pstate['log_std'].numpy()).mean():.3f}  "
         log(f"{env_id} step {step:>9,}  eval {rets.mean():8.1f} ± {rets.std():6.1f}  stochastic {brets.mean():8.1f}  "
@@ -423,8 +414,7 @@ def write_policies(env_name: str, work: str | Path, out_dir: str | Path | None =
         rets = evaluate(BehaviourPolicy.load(work / "snapshots" / snap["file"]), env_id, deterministic=False)
         snap["behaviour_mean"] = round(float(rets.mean()), 2)
     if missing:
-        (work / "state.json.tmp").write_text(json.dumps(state, indent=1))
-        os.replace(work / "state.json.tmp", work / "state.json")
+        write_text_atomic(work / "state.json", json.dumps(state, indent=1))
         log(f"measured the behaviour return of {len(missing)} snapshots")
     t0 = time.time()
     expert_pol = BehaviourPolicy.load(work / "snapshots" / snaps[pick_expert(snaps)]["file"])

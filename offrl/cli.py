@@ -40,6 +40,12 @@ def main():
     """offrl: offline-RL agents on D4RL, Minari and generated datasets, with a results table."""
 
 
+# Shared by run and bench; the names are offrl.compile.MODES (not imported here: it would load torch).
+compile_option = click.option("--compile", "compile_mode", type=click.Choice(["auto", "eager", "compile", "cudagraphs"]),
+                              default="auto", show_default=True,
+                              help="how a training step runs: auto = cudagraphs on CUDA, eager on CPU (offrl/compile.py)")
+
+
 @main.command()
 @click.option("--agent", help="registered agent name (see `offrl agents`)")
 @click.option("--env", "dataset", help="dataset name, e.g. pointmass-medium, hopper-medium, minari:ID, d4rl:NAME")
@@ -53,8 +59,7 @@ def main():
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
 @click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
-@click.option("--compile", "compile_mode", type=click.Choice(["auto", "eager", "compile", "cudagraphs"]), default="auto",
-              show_default=True, help="how update runs: auto = cudagraphs on CUDA, eager on CPU (offrl/compile.py)")
+@compile_option
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="folder of run folders")
 @click.option("--results", type=click.Path(), help="results table CSV [default: OUT/results.csv]")
@@ -122,8 +127,7 @@ def table(path, fmt):
 @click.option("--steps", type=int, default=200, show_default=True, help="timed updates per S")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
-@click.option("--compile", "compile_mode", type=click.Choice(["auto", "eager", "compile", "cudagraphs"]), default="auto",
-              show_default=True, help="how update runs: auto = cudagraphs on CUDA, eager on CPU (offrl/compile.py)")
+@compile_option
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path())
