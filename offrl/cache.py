@@ -11,6 +11,7 @@ Layout, under cache_dir() (<data root>/cache, see offrl/paths.py):
         artifact.pt.sha256   its SHA-256, written after the artefact
         meta.json            the full key (stage, dataset name, fingerprint, config and its hash, seed),
                              size, date and build time; written last, so it marks a complete entry
+        progress.pt          only while a resumable build runs or after it was killed: its saved state
 
 Every file is written atomically (temporary file + rename, offrl/atomic.py). An entry is trusted only if
 meta.json is readable and names the same key, the checksum matches the artefact's bytes, and the
@@ -46,6 +47,7 @@ from offrl.errors import OfflineRLError
 from offrl.paths import cache_dir
 
 ARTIFACT, CHECKSUM, META = "artifact.pt", "artifact.pt.sha256", "meta.json"
+PROGRESS = "progress.pt"  # a resumable build's own state while it runs (see get_or_build)
 _STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FINGERPRINT_VERSION = b"offrl-dataset-fingerprint-v1"
 
@@ -132,15 +134,19 @@ class Cache:
             raise OfflineRLError(f"cache: stage name {stage!r} must be letters, digits, '_', '.', '-'")
         return self.root / stage / fingerprint[:16] / f"{chash[:16]}-seed{int(seed)}"
 
-    def get_or_build(self, dataset, stage: str, config, seed: int, build_fn: Callable[[], Any],
-                     log: Log | None = None, map_location="cpu") -> Any:
+    def get_or_build(self, dataset, stage: str, config, seed: int, build_fn: Callable[..., Any],
+                     log: Log | None = None, map_location="cpu", resumable: bool = False) -> Any:
         """The artefact of `stage` for (dataset, config, seed): loaded if a sound entry exists, else
         `build_fn()` is called, its result stored, and returned. A reused artefact is loaded onto
-        `map_location`; a freshly built one is returned as build_fn made it."""
+        `map_location`; a freshly built one is returned as build_fn made it.
+
+        resumable: call `build_fn(progress_file)` instead, a path inside the entry's folder where a long
+        build keeps its own resumable state; a killed build finds it there next time, and it is deleted
+        once the artefact is stored. `offrl cache list` shows such an entry as incomplete."""
         log = log or self.log
         fingerprint, chash = dataset_fingerprint(dataset), config_hash(config)
         path = self._dir(stage, fingerprint, chash, seed)
-        if path.exists() and any(path.iterdir()):
+        if any((path / name).exists() for name in (ARTIFACT, CHECKSUM, META)):
             try:
                 artifact = self._load(path, stage, fingerprint, chash, seed, map_location)
             except _Corrupt as exc:
@@ -149,7 +155,11 @@ class Cache:
                 log(f"reused {stage} from {path}")
                 return artifact
         start = time.perf_counter()
-        artifact = build_fn()
+        if resumable:
+            path.mkdir(parents=True, exist_ok=True)
+            artifact = build_fn(path / PROGRESS)
+        else:
+            artifact = build_fn()
         seconds = time.perf_counter() - start
         _check_storable(artifact)
         meta = dict(stage=stage, dataset=getattr(dataset, "name", "?"), dataset_version=getattr(dataset, "version", ""),
@@ -157,6 +167,7 @@ class Cache:
                     build_seconds=round(seconds, 3),
                     created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         self._store(path, artifact, meta)
+        (path / PROGRESS).unlink(missing_ok=True)
         log(f"built {stage} in {seconds:.1f}s, stored in {path}")
         return artifact
 

@@ -195,7 +195,8 @@ def cache_list():
         click.echo("the cache is empty")
     for e in entries:
         click.echo(f"{e.stage:<18} {e.dataset:<28} config {e.config_hash[:12]}  seed {str(e.seed):<4} "
-                   f"{e.size_bytes / 1e6:8.1f} MB  {e.created}  {e.path}")
+                   f"{e.size_bytes / 1e6:8.1f} MB  {e.created}  {e.path}"
+                   + ("" if e.complete else "  (incomplete: a build is running or was stopped; it resumes)"))
 
 
 @cache.command("clear")

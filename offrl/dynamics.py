@@ -25,7 +25,8 @@ agents-prdc-cocoa-csve-cdsa.md §3.3-3.4]:
     lv <- max_lv - softplus(max_lv - lv);  lv <- min_lv + softplus(lv - min_lv)
           (learnable soft bounds per output dim, initialised to 0.5 and -10)
     loss = sum_e [ mean((mu_e - y)^2 exp(-lv_e)) + mean(lv_e) ]          (each member on its own bootstrap)
-           + sum_l wd_l * 0.5 * |W_l|^2     (wd = 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4; weights only, not biases)
+           + sum_l wd_l * 0.5 * |W_l|^2     (wd = 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4; weights only, not biases;
+                                             applied as Adam's coupled weight decay: the same gradient)
            + 0.01 * (sum max_lv - sum min_lv)
     Adam lr 1e-3, batch 256 per member. Hold-out: min(int(0.2 N), 1000) random transitions (COCOA's
     reverse model: 10 %). Each epoch is one pass over the training split; each member sees its own
@@ -56,6 +57,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -63,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from offrl.atomic import atomic_path
 from offrl.errors import OfflineRLError
 from offrl.nets import StackedLinear
 from offrl.optim import adam
@@ -184,9 +187,6 @@ class EnsembleDynamics(nn.Module):
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
-
-    def decay_loss(self) -> torch.Tensor:
-        return sum(wd * 0.5 * layer.weight.pow(2).sum() for wd, layer in zip(self.config.weight_decays, self.layers))
 
     @torch.no_grad()
     def member_mse(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -347,10 +347,31 @@ class EnsembleDynamics(nn.Module):
         return model.to(device).eval().requires_grad_(False)
 
 
+def _optimiser(model: EnsembleDynamics, cfg: DynamicsConfig) -> torch.optim.Adam:
+    """Adam whose coupled weight decay is the L2 penalty 0.5 * wd_l * |W_l|^2 on each layer's weights.
+
+    Adam adds weight_decay * w to the gradient before its update, which is the gradient of that penalty, so
+    this is OfflineRL-Kit's loss term exactly (agreement to 6e-8 after 30 steps, float rounding); it skips
+    computing the penalty and its backward on every batch (12.8-13.3 ms instead of 14.6-16.8 ms per batch of
+    5 x 100 on hopper, one CPU thread)."""
+    groups = [dict(params=[layer.weight], weight_decay=wd) for wd, layer in zip(cfg.weight_decays, model.layers)]
+    groups.append(dict(params=[p for layer in model.layers for p in [layer.bias]]
+                       + [model.max_logvar, model.min_logvar], weight_decay=0.0))
+    return adam(groups, cfg.lr)
+
+
 def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None] = print,
-        device="cpu", log_every: int = 10) -> tuple[EnsembleDynamics, dict]:
+        device="cpu", log_every: int = 10, checkpoint: str | Path | None = None,
+        checkpoint_every_s: float = 60.0) -> tuple[EnsembleDynamics, dict]:
     """Train an ensemble on `dataset`. Returns the model (best weights per member, elites set, frozen) and a
-    report: hold-out MSE per member, elites, epochs, wall-clock seconds, split sizes, hold-out indices."""
+    report: hold-out MSE per member, elites, epochs, wall-clock seconds, split sizes, hold-out indices.
+
+    With `checkpoint` (a file path) the fit is resumable: at the end of an epoch, at most every
+    `checkpoint_every_s` seconds, the whole training state (weights, Adam, best weights and hold-out MSEs,
+    patience count, bootstrap order, generator state, seconds spent) is written there atomically, and a
+    later call with the same path continues from it, giving the same model as an uninterrupted fit. A fit
+    on 1 M transitions takes hours on a CPU (146 s per epoch on hopper-medium), so a killed run must not
+    start over. A checkpoint that does not load or belongs to other data or settings is ignored (logged)."""
     cfg = config or DynamicsConfig()
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -376,13 +397,28 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
 
     E, T = cfg.members, len(train_idx)
     boot = torch.randint(T, (E, T), generator=gen, device=device)  # each member's bootstrap resample
-    opt = adam(model.parameters(), cfg.lr)
+    opt = _optimiser(model, cfg)
     member_params = [p for layer in model.layers for p in (layer.weight, layer.bias)]
     saved = [p.detach().clone() for p in member_params]
     best = torch.full((E,), math.inf, device=device)
-    epoch, stale, stopped = 0, 0, "patience"
-    log(f"dynamics ({cfg.direction}) on {dataset.name}: {E} members, {T} training and {n_hold} hold-out "
-        f"transitions, device {device}")
+    epoch, stale, stopped, spent = 0, 0, "patience", 0.0
+    identity = dict(config=dataclasses.asdict(cfg), n=n, obs_dim=model.obs_dim, act_dim=model.act_dim,
+                    holdout_sum=float(yh.double().sum()))
+    resumed = _load_progress(checkpoint, identity, device, log)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimiser"])
+        for s, v in zip(saved, resumed["saved"]):
+            s.copy_(v)
+        best.copy_(resumed["best"])
+        boot = resumed["boot"].to(device=device, dtype=torch.long)
+        gen.set_state(resumed["generator"])
+        epoch, stale, spent = int(resumed["epoch"]), int(resumed["stale"]), float(resumed["spent_s"])
+        log(f"dynamics ({cfg.direction}) on {dataset.name}: resumed after epoch {epoch} from {checkpoint}")
+    else:
+        log(f"dynamics ({cfg.direction}) on {dataset.name}: {E} members, {T} training and {n_hold} hold-out "
+            f"transitions, device {device}")
+    last_save = time.perf_counter()
     while True:
         epoch += 1
         model.train()
@@ -393,8 +429,7 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
             mu, logvar = model(xt[idx])
             target = yt[idx]
             nll = ((mu - target).pow(2) * torch.exp(-logvar)).mean(dim=(1, 2)) + logvar.mean(dim=(1, 2))
-            loss = (nll.sum() + model.decay_loss()
-                    + cfg.logvar_bound_coef * (model.max_logvar.sum() - model.min_logvar.sum()))
+            loss = nll.sum() + cfg.logvar_bound_coef * (model.max_logvar.sum() - model.min_logvar.sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -413,7 +448,7 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
             stale += 1
         # Reshuffle every member's bootstrap rows for the next epoch.
         boot = boot.gather(1, torch.rand((E, T), generator=gen, device=device).argsort(dim=1))
-        train_loss = (total / batches).item()
+        train_loss = (total / batches).item()  # the NLL and bound terms; the weight decay lives in Adam
         if epoch == 1 or epoch % log_every == 0:
             log(f"dynamics ({cfg.direction}) epoch {epoch}: train loss {train_loss:.4g}, hold-out MSE "
                 f"{', '.join(f'{v:.3g}' for v in mse.tolist())}")
@@ -422,6 +457,12 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
         if cfg.max_epochs is not None and epoch >= cfg.max_epochs:
             stopped = "max_epochs"
             break
+        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
+            _save_progress(checkpoint, identity, dict(
+                model=model.state_dict(), optimiser=opt.state_dict(), saved=saved, best=best,
+                boot=boot.to(torch.int32 if T < 2 ** 31 else torch.long), generator=gen.get_state(),
+                epoch=epoch, stale=stale, spent_s=spent + time.perf_counter() - t0))
+            last_save = time.perf_counter()
 
     with torch.no_grad():
         for p, s in zip(member_params, saved):
@@ -430,7 +471,7 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
         model.elite_index.copy_(elites)
         model.holdout_mse.copy_(best)
     model.eval().requires_grad_(False)
-    wall = time.perf_counter() - t0
+    wall = spent + time.perf_counter() - t0
     report = dict(direction=cfg.direction, dataset=dataset.name, holdout_mse=best.tolist(),
                   elites=elites.tolist(), holdout_mse_elites=float(best[elites].mean()), epochs=epoch,
                   stopped=stopped, train_loss=train_loss, wall_s=wall, train_size=T, holdout_size=n_hold,
@@ -441,17 +482,38 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
     return model, report
 
 
+def _save_progress(path, identity: dict, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(dict(identity=identity, **state), tmp)
+
+
+def _load_progress(path, identity: dict, device, log) -> dict | None:
+    """The saved training state at `path` if it is there, loads, and was made by this very fit."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: start over rather than trust it
+        log(f"dynamics: ignoring the unreadable fit checkpoint {path} ({type(exc).__name__}); starting over")
+        return None
+    if state.get("identity") != identity:
+        log(f"dynamics: ignoring the fit checkpoint {path}: it was made for other data or settings")
+        return None
+    return state
+
+
 def load_or_fit(dataset, config: DynamicsConfig | None = None, cache=None, log: Callable[[str], None] = print,
                 device="cpu") -> EnsembleDynamics:
     """The dataset's model for `config`: from `cache` (offrl.cache.Cache) when it has it, else fitted (and
     stored there). Stage "dynamics" or "reverse_dynamics"; the cache seed is the model's own config.seed."""
     cfg = config or DynamicsConfig()
 
-    def build() -> dict:
-        model, report = fit(dataset, cfg, log=log, device=device)
+    def build(progress=None) -> dict:
+        model, report = fit(dataset, cfg, log=log, device=device, checkpoint=progress)
         return model.to_artifact(report)
 
-    artifact = build() if cache is None else cache.get_or_build(dataset, cfg.stage, cfg, cfg.seed, build, log=log)
+    artifact = build() if cache is None else cache.get_or_build(dataset, cfg.stage, cfg, cfg.seed, build, log=log,
+                                                                resumable=True)
     return EnsembleDynamics.from_artifact(artifact, device=device)
 
 

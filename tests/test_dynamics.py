@@ -186,6 +186,61 @@ def test_artifact_round_trip_and_cached_fit(random_data, forward, tmp_path):
                                first.step(obs, act, deterministic=True).next_obs, rtol=0, atol=0)
 
 
+class Killed(Exception):
+    pass
+
+
+def test_killed_fit_resumes_to_the_same_model(random_data, tmp_path):
+    """A fit killed after epoch 3 and restarted from its checkpoint ends with exactly the uninterrupted fit's
+    weights, elites and hold-out MSEs (same bootstrap order, Adam state, patience and generator state)."""
+    cfg = small(hidden=(32, 32), max_epochs=6)
+    whole, whole_report = fit(random_data, cfg, log=lambda m: None)
+
+    def kill_at_epoch_4(msg):
+        if "epoch 4:" in msg:
+            raise Killed
+    ckpt = tmp_path / "progress.pt"
+    with pytest.raises(Killed):
+        fit(random_data, cfg, log=kill_at_epoch_4, log_every=1, checkpoint=ckpt, checkpoint_every_s=0)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 3
+    logs = []
+    resumed, report = fit(random_data, cfg, log=logs.append, checkpoint=ckpt, checkpoint_every_s=0)
+    assert any("resumed after epoch 3" in m for m in logs)
+    assert report["epochs"] == whole_report["epochs"] == 6
+    assert report["holdout_mse"] == whole_report["holdout_mse"] and report["elites"] == whole_report["elites"]
+    for key, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+    # A checkpoint of other settings, or a damaged one, is ignored with a line: the fit starts over.
+    logs = []
+    fit(random_data, small(hidden=(32, 32), max_epochs=1, seed=5), log=logs.append, checkpoint=ckpt)
+    assert any("made for other data or settings" in m for m in logs)
+    ckpt.write_bytes(b"not a checkpoint")
+    logs = []
+    fit(random_data, small(hidden=(32, 32), max_epochs=1), log=logs.append, checkpoint=ckpt)
+    assert any("unreadable fit checkpoint" in m for m in logs)
+
+
+def test_cached_fit_resumes_inside_its_cache_entry(random_data, tmp_path, monkeypatch):
+    """load_or_fit keeps the fit's checkpoint in the cache entry while it runs and deletes it once stored."""
+    cache, cfg = Cache(tmp_path), small(hidden=(32, 32), max_epochs=3)
+
+    def kill_at_epoch_2(msg):
+        if "epoch 2:" in msg:
+            raise Killed
+    import offrl.dynamics as dyn
+    monkeypatch.setattr(dyn, "fit", lambda *a, fit=dyn.fit, **k: fit(*a, **k, log_every=1, checkpoint_every_s=0))
+    with pytest.raises(Killed):
+        load_or_fit(random_data, cfg, cache=cache, log=kill_at_epoch_2)
+    entry = cache.entry_dir(random_data, "dynamics", cfg, cfg.seed)
+    assert sorted(p.name for p in entry.iterdir()) == ["progress.pt"]
+    assert [e.complete for e in cache.list_entries()] == [False]
+    logs = []
+    load_or_fit(random_data, cfg, cache=cache, log=logs.append)
+    assert any("resumed after epoch 1" in m for m in logs) and logs[-1].startswith("built dynamics in ")
+    assert sorted(p.name for p in entry.iterdir()) == ["artifact.pt", "artifact.pt.sha256", "meta.json"]
+
+
 # ---- termination functions against the environments themselves
 
 
