@@ -14,8 +14,20 @@ def _agents_with_seed_axis():
     return [a.name for a in registry.all_agents() if a.agent_cls.seed_axis]
 
 
+def _position_independent_adam(params, lr, fused=None, **kwargs):
+    return _ADAM(params, lr=lr, foreach=False, **kwargs)
+
+
+_ADAM = torch.optim.Adam
+
+
 @pytest.mark.parametrize("name", _agents_with_seed_axis())
-def test_seeds_trained_together_match_seeds_trained_alone(name, pointmass):
+def test_seeds_trained_together_match_seeds_trained_alone(name, pointmass, monkeypatch):
+    # Fused Adam rounds an element by where it sits in the stacked tensor (offrl/optim.py), and over 200
+    # updates one such last-bit difference can flip a min or a clip and grow (CSVE: 9e-4 in one weight of
+    # seed 1 between updates 150 and 200). The single-tensor Adam is elementwise and position-independent,
+    # so with it any difference left is the agent's own doing and the tolerance can be tight.
+    monkeypatch.setattr(torch.optim, "Adam", _position_independent_adam)
     ds = pointmass("medium", 20_000)
     fields = {f for f in registry.get(name).config_cls.__dataclass_fields__}
     overrides = {k: v for k, v in SMALL.items() if k in fields}
@@ -27,6 +39,5 @@ def test_seeds_trained_together_match_seeds_trained_alone(name, pointmass):
                 continue
             if value.dim() == 0 or value.shape[0] != 1:  # shared buffers (normalisers, counters)
                 torch.testing.assert_close(both[key], value, msg=key)
-            else:
-                # Fused Adam rounds by position (offrl/optim.py): float-level drift, not a different update.
-                torch.testing.assert_close(both[key][i:i + 1], value, rtol=1e-4, atol=1e-4, msg=key)
+            else:  # measured: at most 1.8e-7 apart (reductions over [S, ...] round a little differently)
+                torch.testing.assert_close(both[key][i:i + 1], value, rtol=1e-5, atol=1e-6, msg=key)
