@@ -12,6 +12,7 @@ Layout, under cache_dir() (<data root>/cache, see offrl/paths.py):
         meta.json            the full key (stage, dataset name, fingerprint, config and its hash, seed),
                              size, date and build time; written last, so it marks a complete entry
         progress.pt          only while a resumable build runs or after it was killed: its saved state
+        pending.json         beside it: the entry's key, so that `offrl cache list` can say what is under way
 
 Every file is written atomically (temporary file + rename, offrl/atomic.py). An entry is trusted only if
 meta.json is readable and names the same key, the checksum matches the artefact's bytes, and the
@@ -48,6 +49,7 @@ from offrl.paths import cache_dir
 
 ARTIFACT, CHECKSUM, META = "artifact.pt", "artifact.pt.sha256", "meta.json"
 PROGRESS = "progress.pt"  # a resumable build's own state while it runs (see get_or_build)
+PENDING = "pending.json"  # the key of a resumable build under way, so `cache list` can name it
 _STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FINGERPRINT_VERSION = b"offrl-dataset-fingerprint-v1"
 
@@ -154,20 +156,21 @@ class Cache:
             else:
                 log(f"reused {stage} from {path}")
                 return artifact
+        key = dict(stage=stage, dataset=getattr(dataset, "name", "?"), dataset_version=getattr(dataset, "version", ""),
+                   fingerprint=fingerprint, config_hash=chash, config=_jsonable(config), seed=int(seed))
         start = time.perf_counter()
         if resumable:
-            path.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path / PENDING, json.dumps(key, indent=1, sort_keys=True) + "\n")
             artifact = build_fn(path / PROGRESS)
         else:
             artifact = build_fn()
         seconds = time.perf_counter() - start
         _check_storable(artifact)
-        meta = dict(stage=stage, dataset=getattr(dataset, "name", "?"), dataset_version=getattr(dataset, "version", ""),
-                    fingerprint=fingerprint, config_hash=chash, config=_jsonable(config), seed=int(seed),
-                    build_seconds=round(seconds, 3),
+        meta = dict(key, build_seconds=round(seconds, 3),
                     created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         self._store(path, artifact, meta)
-        (path / PROGRESS).unlink(missing_ok=True)
+        for name in (PROGRESS, PENDING):
+            (path / name).unlink(missing_ok=True)
         log(f"built {stage} in {seconds:.1f}s, stored in {path}")
         return artifact
 
@@ -219,6 +222,10 @@ class Cache:
                 complete = True
             except (OSError, ValueError):
                 meta, complete = {}, False
+                try:  # a resumable build under way names itself
+                    meta = json.loads((path / PENDING).read_text())
+                except (OSError, ValueError):
+                    pass
             created = meta.get("created") or _dt.datetime.fromtimestamp(
                 path.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")
             seed = meta.get("seed")

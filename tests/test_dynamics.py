@@ -222,7 +222,8 @@ def test_killed_fit_resumes_to_the_same_model(random_data, tmp_path):
 
 
 def test_cached_fit_resumes_inside_its_cache_entry(random_data, tmp_path, monkeypatch):
-    """load_or_fit keeps the fit's checkpoint in the cache entry while it runs and deletes it once stored."""
+    """load_or_fit keeps the fit's checkpoint (and the key, for `cache list`) in the cache entry while it runs
+    and deletes both once the artefact is stored."""
     cache, cfg = Cache(tmp_path), small(hidden=(32, 32), max_epochs=3)
 
     def kill_at_epoch_2(msg):
@@ -233,8 +234,8 @@ def test_cached_fit_resumes_inside_its_cache_entry(random_data, tmp_path, monkey
     with pytest.raises(Killed):
         load_or_fit(random_data, cfg, cache=cache, log=kill_at_epoch_2)
     entry = cache.entry_dir(random_data, "dynamics", cfg, cfg.seed)
-    assert sorted(p.name for p in entry.iterdir()) == ["progress.pt"]
-    assert [e.complete for e in cache.list_entries()] == [False]
+    assert sorted(p.name for p in entry.iterdir()) == ["pending.json", "progress.pt"]
+    assert [(e.complete, e.dataset) for e in cache.list_entries()] == [(False, random_data.name)]
     logs = []
     load_or_fit(random_data, cfg, cache=cache, log=logs.append)
     assert any("resumed after epoch 1" in m for m in logs) and logs[-1].startswith("built dynamics in ")
