@@ -43,9 +43,11 @@ Deliberate deviations from the official code:
 - the dynamics model is the suite's shared ensemble, not d3rlpy v1's: no spectral normalisation; inputs
   standardised; log-variance soft bounds [-10, 0.5] (OfflineRL-Kit's) instead of log-std bounds [-10, 2];
   the L2 penalty (2.5e-5, the same gradient as Adam's weight_decay) on weights only; each member on its own
-  bootstrap resample; a hold-out of min(20 %, 1000) transitions with patience-based early stopping and
-  each member's best weights, instead of a fixed 300 k steps on all the data. With elites = members = 5, a
-  step picks a uniformly random member, as the official model does;
+  bootstrap resample; a hold-out of min(20 %, 1000) transitions and each member's best weights. The budget
+  is the official 300 k minibatch steps (about 30 epochs of a 1 M dataset), which the shared ensemble's
+  patience (5 epochs without a 1 % hold-out gain) can end earlier; the official model trains the 300 k
+  steps on all the data with no early stop. With elites = members = 5, a step picks a uniformly random
+  member, as the official model does;
 - the policy's mean is scaled to the dataset's action box (the official code assumes [-1, 1]; the same on
   MuJoCo); the cosine schedule stays at 0 after T_max instead of rising again;
 - random numbers come from offrl's per-seed streams; the official code also lets L_V's gradient reach
@@ -96,7 +98,8 @@ class Config:
     dynamics_weight_decay: float = 2.5e-5  # L2 coefficient of every model layer (official Adam weight decay)
     dynamics_lr: float = 1e-3  # Adam lr of the model (official)
     dynamics_batch: int = 100  # minibatch per member (d3rlpy's default, which the official script keeps)
-    dynamics_max_epochs: int | None = None  # cap on model epochs; None = stop by hold-out patience only
+    dynamics_max_epochs: int | None = None  # cap on model epochs; None = no cap on epochs
+    dynamics_max_updates: int | None = 300_000  # cap on model minibatch steps (official: a fixed 300 k steps)
     dynamics_seed: int = 0  # the model's own seed (it is shared by the agent's seeds and cached by it)
 
 
@@ -141,7 +144,8 @@ class CSVE(Agent):
         hidden = c.dynamics_hidden or (200, 200, 200, 200)
         return DynamicsConfig(members=c.dynamics_members, elites=c.dynamics_elites, hidden=hidden,
                               weight_decays=(c.dynamics_weight_decay,) * (len(hidden) + 1), lr=c.dynamics_lr,
-                              batch=c.dynamics_batch, max_epochs=c.dynamics_max_epochs, seed=c.dynamics_seed)
+                              batch=c.dynamics_batch, max_epochs=c.dynamics_max_epochs,
+                              max_updates=c.dynamics_max_updates, seed=c.dynamics_seed)
 
     def prepare(self, dataset, cache=None):
         log = cache.log if cache is not None else (lambda msg: None)

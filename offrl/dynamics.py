@@ -32,7 +32,8 @@ agents-prdc-cocoa-csve-cdsa.md §3.3-3.4]:
     reverse model: 10 %). Each epoch is one pass over the training split; each member sees its own
     bootstrap resample (drawn once, reshuffled every epoch). After each epoch: hold-out MSE of the mean per
     member (raw target units, averaged over all target dims); a member whose MSE drops by more than 1 %
-    relative to its best saves its weights; training stops after 5 epochs in which no member improved.
+    relative to its best saves its weights; training stops after 5 epochs in which no member improved
+    (or at an optional cap on epochs or on minibatch steps: CSVE's official model trains a fixed 300 k steps).
     Each member's best weights are restored; elites = the 5 members with the lowest best hold-out MSE.
     Initial weights: truncated normal, std 1 / (2 sqrt(fan_in)), cut at 2 std; biases zero.
 
@@ -89,6 +90,7 @@ class DynamicsConfig:
     holdout_ratio: float = 0.2             # share of transitions held out (0.2 forward; COCOA reverse: 0.1)
     max_holdout: int = 1000                # ...capped at this many transitions (OfflineRL-Kit: 1000)
     max_epochs: int | None = None          # hard cap on epochs; None = stop by patience only (OfflineRL-Kit)
+    max_updates: int | None = None         # hard cap on minibatch steps, may end mid-epoch (CSVE: 300 k); None = none
     patience: int = 5                      # stop after this many epochs with no member improving
     min_improvement: float = 0.01          # a member improves if its hold-out MSE drops by > 1 % (relative)
     logvar_bound_coef: float = 0.01        # weight of sum(max_logvar) - sum(min_logvar) in the loss
@@ -103,6 +105,8 @@ class DynamicsConfig:
         self.weight_decays = tuple(float(w) for w in self.weight_decays)
         if self.direction not in DIRECTIONS:
             raise OfflineRLError(f"dynamics direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.max_updates is not None and self.max_updates < 1:
+            raise OfflineRLError(f"dynamics: max_updates must be positive or None, got {self.max_updates}")
         if not 0 < self.elites <= self.members:
             raise OfflineRLError(f"dynamics: need 0 < elites <= members, got {self.elites} and {self.members}")
         if len(self.weight_decays) != len(self.hidden) + 1:
@@ -402,6 +406,7 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
     saved = [p.detach().clone() for p in member_params]
     best = torch.full((E,), math.inf, device=device)
     epoch, stale, stopped, spent = 0, 0, "patience", 0.0
+    per_epoch = math.ceil(T / cfg.batch)  # minibatch steps in a full epoch
     identity = dict(config=dataclasses.asdict(cfg), n=n, obs_dim=model.obs_dim, act_dim=model.act_dim,
                     holdout_sum=float(yh.double().sum()))
     resumed = _load_progress(checkpoint, identity, device, log)
@@ -424,7 +429,9 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
         model.train()
         total = torch.zeros((), device=device)
         batches = 0
-        for start in range(0, T, cfg.batch):
+        # Only the last epoch can be cut short, so the steps before this one are whole epochs.
+        budget = per_epoch if cfg.max_updates is None else min(per_epoch, cfg.max_updates - (epoch - 1) * per_epoch)
+        for start in range(0, budget * cfg.batch, cfg.batch):
             idx = boot[:, start:start + cfg.batch]  # [E, b]
             mu, logvar = model(xt[idx])
             target = yt[idx]
@@ -457,6 +464,9 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
         if cfg.max_epochs is not None and epoch >= cfg.max_epochs:
             stopped = "max_epochs"
             break
+        if cfg.max_updates is not None and (epoch - 1) * per_epoch + batches >= cfg.max_updates:
+            stopped = "max_updates"
+            break
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
             _save_progress(checkpoint, identity, dict(
                 model=model.state_dict(), optimiser=opt.state_dict(), saved=saved, best=best,
@@ -474,10 +484,12 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
     wall = spent + time.perf_counter() - t0
     report = dict(direction=cfg.direction, dataset=dataset.name, holdout_mse=best.tolist(),
                   elites=elites.tolist(), holdout_mse_elites=float(best[elites].mean()), epochs=epoch,
+                  updates=(epoch - 1) * per_epoch + batches,
                   stopped=stopped, train_loss=train_loss, wall_s=wall, train_size=T, holdout_size=n_hold,
                   holdout_index=hold_idx.tolist())
     model.report = report
-    log(f"dynamics ({cfg.direction}) fitted in {wall:.1f}s: {epoch} epochs (stopped by {stopped}), elites "
+    log(f"dynamics ({cfg.direction}) fitted in {wall:.1f}s: {epoch} epochs, {report['updates']} updates "
+        f"(stopped by {stopped}), elites "
         f"{report['elites']}, hold-out MSE of the elites {report['holdout_mse_elites']:.4g}")
     return model, report
 

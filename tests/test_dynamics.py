@@ -190,6 +190,24 @@ class Killed(Exception):
     pass
 
 
+def test_update_budget_ends_the_last_epoch_early(random_data, monkeypatch):
+    """max_updates counts minibatch steps: 4,000 training rows in batches of 256 are 16 steps an epoch, so a
+    budget of 40 is two whole epochs and half of a third (CSVE's official model: a fixed 300 k steps)."""
+    steps = []
+    adam_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (steps.append(1), adam_step(self, *a, **k))[1])
+    cut, report = fit(random_data, small(hidden=(32, 32), max_updates=40), log=lambda m: None)
+    assert len(steps) == report["updates"] == 40 and report["epochs"] == 3 and report["stopped"] == "max_updates"
+    two, two_report = fit(random_data, small(hidden=(32, 32), max_updates=32), log=lambda m: None)
+    epochs, _ = fit(random_data, small(hidden=(32, 32), max_epochs=2), log=lambda m: None)
+    assert two_report["epochs"] == 2 and two_report["updates"] == 32
+    for key, value in epochs.state_dict().items():  # a budget of whole epochs is exactly max_epochs
+        torch.testing.assert_close(two.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert not torch.equal(cut.layers[0].weight, two.layers[0].weight)
+    with pytest.raises(OfflineRLError, match="max_updates"):
+        small(max_updates=0)
+
+
 def test_killed_fit_resumes_to_the_same_model(random_data, tmp_path):
     """A fit killed after epoch 3 and restarted from its checkpoint ends with exactly the uninterrupted fit's
     weights, elites and hold-out MSEs (same bootstrap order, Adam state, patience and generator state)."""
