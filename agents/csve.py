@@ -27,7 +27,9 @@ T_max of 1e6 updates, as the official script's per-step scheduler. No state norm
 Pre-training stage "dynamics": the suite's shared probabilistic ensemble (offrl/dynamics.py), fitted once
 per dataset and cached (`prepare`); its parameters are frozen and live in this agent's state so that a
 resumed run needs no cache. It belongs to the data, so all seeds share it; each seed draws its own member
-choices and Gaussian noise from its own stream.
+choices and Gaussian noise from its own stream. CSVE reads only the sampled next state, so its model
+steps run each row through the member it drew and no other (`all_members=False`: on a CPU, 1/5 of the
+model's matmuls; CSVE went from 8.6 to 12.8 seed-updates/s at S = 3 on pointmass, 2 busy cores).
 
 Hyper-parameters: only the official Adroit script exists (spec §4.4); the MuJoCo values are in the paper's
 appendix, which we have not read. Taken from that script because they are not tied to Adroit: w = 1,
@@ -164,7 +166,7 @@ class CSVE(Agent):
     def ood_gap(self, obs, mean_action, next_obs) -> torch.Tensor:
         """Δ = mean V(clip(P̂(s, μ(s)))) - mean V(s') per seed [S]; a fresh model draw on every call."""
         with torch.no_grad():
-            model_obs = self.dynamics.step(obs, mean_action, streams=self.noise).next_obs
+            model_obs = self.dynamics.step(obs, mean_action, streams=self.noise, all_members=False).next_obs
             model_obs = model_obs.clamp(-self.config.ood_clip, self.config.ood_clip)
         return self.value(model_obs)[:, 0].mean(-1) - self.value(next_obs)[:, 0].mean(-1)
 
@@ -212,7 +214,7 @@ class CSVE(Agent):
         actor_loss = awr_loss
         if c.explore_weight != 0:
             explored = self.actor.sample(obs, self.noise.normal(*actions.shape[1:]))
-            model_obs = self.dynamics.step(obs, explored, streams=self.noise).next_obs  # grad flows to the action
+            model_obs = self.dynamics.step(obs, explored, streams=self.noise, all_members=False).next_obs  # grad -> action
             v_model = self.value(model_obs)[:, 0].clamp(-c.value_clip, c.value_clip)
             explore_loss = -c.explore_weight * v_model.mean(-1)  # [S]
             actor_loss = actor_loss + explore_loss

@@ -188,9 +188,21 @@ class EnsembleDynamics(nn.Module):
         for layer in self.layers[:-1]:
             h = F.silu(layer(h))
         mean, logvar = self.layers[-1](h).chunk(2, dim=-1)
+        return mean, self._bound_logvar(logvar)
+
+    def _bound_logvar(self, logvar: torch.Tensor) -> torch.Tensor:
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        return self.min_logvar + F.softplus(logvar - self.min_logvar)
+
+    def member_forward(self, x: torch.Tensor, member: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One member on standardised inputs [M, in] -> mean, log-variance [M, out] (no other member runs)."""
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = torch.addmm(layer.bias[member, 0], h, layer.weight[member])
+            if i < len(self.layers) - 1:
+                h = F.silu(h)
+        mean, logvar = h.chunk(2, dim=-1)
+        return mean, self._bound_logvar(logvar)
 
     @torch.no_grad()
     def member_mse(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -200,14 +212,16 @@ class EnsembleDynamics(nn.Module):
 
     # ---- stepping
     def _draws(self, lead: tuple[int, ...], streams: SeedStreams | None):
-        """Elite choice [N] and Gaussian noise [N, out] for N = prod(lead) rows.
+        """Elite choice [N], Gaussian noise [N, out] for N = prod(lead) rows, and the number of seed blocks.
 
         With a caller's `streams` of S seeds the observations must be [S, ..., B, d]: seed s draws the
-        numbers of its own rows from its own stream, so they do not depend on the other seeds."""
+        numbers of its own rows from its own stream, so they do not depend on the other seeds. The rows of
+        seed s are then the s-th of S equal blocks (1 block otherwise)."""
         streams = self.noise if streams is None else streams
         n = math.prod(lead)
+        blocks = 1
         if len(lead) >= 2 and lead[0] == streams.num_seeds:
-            shape = lead[1:]
+            shape, blocks = lead[1:], streams.num_seeds
         elif streams.num_seeds == 1:
             shape = (n,)
         else:
@@ -215,7 +229,7 @@ class EnsembleDynamics(nn.Module):
                                  f"[{streams.num_seeds}, ..., B, d], got leading dims {list(lead)}")
         choice = streams.randint(self.config.elites, *shape).reshape(n)
         eps = streams.normal(*shape, self.out_dim).reshape(n, self.out_dim)
-        return choice, eps
+        return choice, eps, blocks
 
     def _terminal(self, obs, act, next_obs) -> torch.Tensor:
         if self.config.direction == "reverse":
@@ -226,40 +240,74 @@ class EnsembleDynamics(nn.Module):
         return self._termination(obs, act, next_obs)
 
     def step(self, obs: torch.Tensor, act: torch.Tensor, deterministic: bool = False,
-             streams: SeedStreams | None = None) -> StepOutput:
+             streams: SeedStreams | None = None, all_members: bool = True) -> StepOutput:
         """One model step for observations and actions [..., B, d] (any leading dims, e.g. [S, B, d]).
 
         Stochastic: each row picks one elite uniformly and samples its Gaussian (reparameterised, so it is
         differentiable w.r.t. the action, as CSVE's actor needs). Deterministic: mean of the elites' means.
-        Not wrapped in no_grad: callers decide; the fitted model's parameters are frozen."""
-        state, reward, member_mean, member_std = self._predict(obs, act, deterministic, streams)
+        Not wrapped in no_grad: callers decide; the fitted model's parameters are frozen.
+
+        all_members=False is for callers that use only the sampled step (CSVE): member_mean and member_std
+        are None, and on a CPU each row runs through the member it picked only (1/E of the matmuls; rows
+        grouped by seed block and member, so a seed's numbers do not depend on the other seeds). On CUDA
+        every member still runs, since the grouping has data-dependent sizes that graph capture forbids."""
+        state, reward, member_mean, member_std = self._predict(obs, act, deterministic, streams, all_members)
         terminal = self._terminal(obs, act, state)
         return StepOutput(state, reward, terminal, member_mean, member_std)
 
-    def _predict(self, obs, act, deterministic, streams):
+    def _predict(self, obs, act, deterministic, streams, all_members=True):
         lead = tuple(obs.shape[:-1])
         if tuple(act.shape[:-1]) != lead:
             raise OfflineRLError(f"dynamics step: observations {list(obs.shape)} and actions "
                                  f"{list(act.shape)} have different leading dims")
         o = obs.reshape(-1, self.obs_dim)
         a = act.reshape(-1, self.act_dim)
-        mean, logvar = self(self.normalise_inputs(torch.cat([o, a], dim=-1)))  # [E, N, out]
+        x = self.normalise_inputs(torch.cat([o, a], dim=-1))
+        if not deterministic:
+            choice, eps, blocks = self._draws(lead, streams)
+            member = self.elite_index[choice]
+        if not (all_members or deterministic) and x.device.type == "cpu":
+            pred = self._sample_picked_members(x, member, eps, blocks)
+            return self._split(o, pred, lead) + (None, None)
+        mean, logvar = self(x)  # [E, N, out]
         std = (0.5 * logvar).exp()
         if deterministic:
             pred = mean.index_select(0, self.elite_index).mean(0)
         else:
-            choice, eps = self._draws(lead, streams)
-            member = self.elite_index[choice]
             rows = torch.arange(o.shape[0], device=o.device)
             pred = mean[member, rows] + std[member, rows] * eps
-        state = (o + pred[:, :self.obs_dim]).reshape(*lead, self.obs_dim)
-        reward = pred[:, self.obs_dim].reshape(lead) if self.config.predict_reward else None
+        if not all_members:
+            return self._split(o, pred, lead) + (None, None)
         member_mean = torch.cat([mean[..., :self.obs_dim] + o, mean[..., self.obs_dim:]], dim=-1)
 
         def members(t):  # [E, N, out] -> [*L, E, B, out]
             return t.reshape(t.shape[0], *lead, t.shape[-1]).movedim(0, len(lead) - 1)
 
-        return state, reward, members(member_mean), members(std)
+        return self._split(o, pred, lead) + (members(member_mean), members(std))
+
+    def _split(self, o, pred, lead) -> tuple:
+        """Rows' [Δs, r] predictions -> (state [*lead, obs_dim], reward [*lead] or None)."""
+        state = (o + pred[:, :self.obs_dim]).reshape(*lead, self.obs_dim)
+        reward = pred[:, self.obs_dim].reshape(lead) if self.config.predict_reward else None
+        return state, reward
+
+    def _sample_picked_members(self, x, member, eps, blocks):
+        """Sampled [Δs, r] of rows x [N, in] (standardised), each through its own member only.
+
+        Rows are grouped by (seed block, member) with a stable sort, each group runs through its member,
+        and the results go back to row order. The group sizes are host numbers: a CPU-only path."""
+        n, e = x.shape[0], self.config.members
+        key = member + e * torch.arange(blocks, device=x.device).repeat_interleave(n // blocks)
+        order = key.argsort(stable=True)
+        counts = torch.bincount(key, minlength=blocks * e).tolist()
+        pieces = []
+        for k, (xk, ek) in enumerate(zip(x[order].split(counts), eps[order].split(counts))):
+            if len(xk):
+                mean, logvar = self.member_forward(xk, k % e)
+                pieces.append(mean + (0.5 * logvar).exp() * ek)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n, device=x.device)
+        return torch.cat(pieces)[inverse]
 
     @torch.no_grad()
     def rollout(self, policy_fn: Callable[[torch.Tensor], torch.Tensor], start_obs: torch.Tensor, horizon: int,

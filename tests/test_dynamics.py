@@ -147,6 +147,29 @@ def test_batched_leading_dims_and_per_seed_streams(forward):
         model.step(obs, act, streams=SeedStreams([0, 1, 2], "rollout"))
 
 
+def test_picked_member_step_equals_the_all_member_step(forward):
+    """all_members=False (CSVE) runs each row through the member it drew only: the same samples, the same
+    gradient with respect to the action, and a seed's rows do not depend on the other seeds'."""
+    model, _ = forward
+    rng = np.random.default_rng(2)
+    obs = torch.as_tensor(pm.reset_batch(rng, 3 * 64)).view(3, 64, 4)
+    act = torch.as_tensor(rng.uniform(-1, 1, (3, 64, 2)), dtype=torch.float32)
+    out = {}
+    for flag in (True, False):
+        a = act.clone().requires_grad_(True)
+        step = model.step(obs, a, streams=SeedStreams([0, 1, 2], "csve"), all_members=flag)
+        (step.next_obs.square().sum() + step.reward.sum()).backward()
+        out[flag] = (step, a.grad)
+    (full, full_grad), (picked, picked_grad) = out[True], out[False]
+    assert picked.member_mean is None and picked.member_std is None
+    torch.testing.assert_close(picked.next_obs, full.next_obs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(picked.reward, full.reward, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(picked.terminal, full.terminal)
+    torch.testing.assert_close(picked_grad, full_grad, rtol=1e-4, atol=1e-6)
+    alone = model.step(obs[1:2], act[1:2], streams=SeedStreams([1], "csve"), all_members=False)
+    assert torch.equal(alone.next_obs, picked.next_obs[1:2])  # bitwise: the same groups, the same matmuls
+
+
 def test_rollout_respects_termination(forward):
     model, _ = forward
     rng = np.random.default_rng(2)
