@@ -214,7 +214,8 @@ class CSVE(Agent):
         actor_loss = awr_loss
         if c.explore_weight != 0:
             explored = self.actor.sample(obs, self.noise.normal(*actions.shape[1:]))
-            model_obs = self.dynamics.step(obs, explored, streams=self.noise, all_members=False).next_obs  # grad -> action
+            # The gradient flows through the frozen model into the action.
+            model_obs = self.dynamics.step(obs, explored, streams=self.noise, all_members=False).next_obs
             v_model = self.value(model_obs)[:, 0].clamp(-c.value_clip, c.value_clip)
             explore_loss = -c.explore_weight * v_model.mean(-1)  # [S]
             actor_loss = actor_loss + explore_loss

@@ -360,7 +360,8 @@ def dynamics_report(dataset, agent, direction, sets, horizons, device, dataset_s
     h_list = parse_seeds(horizons)
     errors = model.rollout_error(ds, horizons=h_list)
     click.echo(f"{direction} model of {ds.name}: {model_cfg.members} members, elites {rep['elites']}, "
-               f"{rep['epochs']} epochs, {rep.get('updates', '?')} updates (stopped by {rep['stopped']}), fitted in {rep['wall_s']:.1f} s on "
+               f"{rep['epochs']} epochs, {rep['updates']} updates (stopped by {rep['stopped']}), "
+               f"fitted in {rep['wall_s']:.1f} s on "
                f"{rep['train_size']:,} transitions, hold-out {rep['holdout_size']:,}")
     click.echo(f"{'member':>6}  {'hold-out MSE':>12}  elite   (MSE of the mean prediction of [Δs, r] on held-out transitions)")
     for i, mse in enumerate(rep["holdout_mse"]):

@@ -182,27 +182,19 @@ class EnsembleDynamics(nn.Module):
     def normalise_inputs(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.input_mean) / self.input_std
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised inputs [N, in] (shared) or [E, N, in] -> mean, log-variance [E, N, out]."""
-        h = x
-        for layer in self.layers[:-1]:
-            h = F.silu(layer(h))
-        mean, logvar = self.layers[-1](h).chunk(2, dim=-1)
-        return mean, self._bound_logvar(logvar)
+    def forward(self, x: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised inputs [N, in] (shared) or [E, N, in] -> mean, log-variance [E, N, out].
 
-    def _bound_logvar(self, logvar: torch.Tensor) -> torch.Tensor:
-        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
-        return self.min_logvar + F.softplus(logvar - self.min_logvar)
-
-    def member_forward(self, x: torch.Tensor, member: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One member on standardised inputs [M, in] -> mean, log-variance [M, out] (no other member runs)."""
+        With `member`, only that member runs, on inputs [M, in] -> [M, out]."""
         h = x
         for i, layer in enumerate(self.layers):
-            h = torch.addmm(layer.bias[member, 0], h, layer.weight[member])
+            h = layer(h) if member is None else torch.addmm(layer.bias[member, 0], h, layer.weight[member])
             if i < len(self.layers) - 1:
                 h = F.silu(h)
         mean, logvar = h.chunk(2, dim=-1)
-        return mean, self._bound_logvar(logvar)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
 
     @torch.no_grad()
     def member_mse(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -303,7 +295,7 @@ class EnsembleDynamics(nn.Module):
         pieces = []
         for k, (xk, ek) in enumerate(zip(x[order].split(counts), eps[order].split(counts))):
             if len(xk):
-                mean, logvar = self.member_forward(xk, k % e)
+                mean, logvar = self(xk, member=k % e)
                 pieces.append(mean + (0.5 * logvar).exp() * ek)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(n, device=x.device)
@@ -478,7 +470,8 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
         total = torch.zeros((), device=device)
         batches = 0
         # Only the last epoch can be cut short, so the steps before this one are whole epochs.
-        budget = per_epoch if cfg.max_updates is None else min(per_epoch, cfg.max_updates - (epoch - 1) * per_epoch)
+        done = (epoch - 1) * per_epoch
+        budget = per_epoch if cfg.max_updates is None else min(per_epoch, cfg.max_updates - done)
         for start in range(0, budget * cfg.batch, cfg.batch):
             idx = boot[:, start:start + cfg.batch]  # [E, b]
             mu, logvar = model(xt[idx])
@@ -512,7 +505,7 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
         if cfg.max_epochs is not None and epoch >= cfg.max_epochs:
             stopped = "max_epochs"
             break
-        if cfg.max_updates is not None and (epoch - 1) * per_epoch + batches >= cfg.max_updates:
+        if cfg.max_updates is not None and done + batches >= cfg.max_updates:
             stopped = "max_updates"
             break
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
@@ -532,7 +525,7 @@ def fit(dataset, config: DynamicsConfig | None = None, log: Callable[[str], None
     wall = spent + time.perf_counter() - t0
     report = dict(direction=cfg.direction, dataset=dataset.name, holdout_mse=best.tolist(),
                   elites=elites.tolist(), holdout_mse_elites=float(best[elites].mean()), epochs=epoch,
-                  updates=(epoch - 1) * per_epoch + batches,
+                  updates=done + batches,
                   stopped=stopped, train_loss=train_loss, wall_s=wall, train_size=T, holdout_size=n_hold,
                   holdout_index=hold_idx.tolist())
     model.report = report
