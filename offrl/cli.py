@@ -120,6 +120,65 @@ def table(path, fmt):
     click.echo(results.format_table(results.aggregate(results.read_rows(path)), fmt=fmt))
 
 
+@main.group(invoke_without_command=True)
+@click.option("--root", type=click.Path(), help="leaderboards folder [default: the repository's results/]")
+@click.pass_context
+@friendly
+def leaderboard(ctx, root):
+    """Published leaderboards under results/: list them (no subcommand), show one, publish one."""
+    from offrl import leaderboard as lb
+
+    ctx.obj = root
+    if ctx.invoked_subcommand is not None:
+        return
+    found = lb.boards(root)
+    if not found:
+        click.echo(f"no leaderboards in {root or lb.results_root()}")
+        return
+    header = ("name", "agents", "datasets", "rows", "steps")
+    cells = [header] + [tuple(str(b[k]) for k in header) for b in found]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    for c in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+
+
+@leaderboard.command("show")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
+@click.pass_obj
+@friendly
+def leaderboard_show(root, name, fmt):
+    """Print a published leaderboard's table (recomputed from its per-seed rows)."""
+    from pathlib import Path
+
+    from offrl import leaderboard as lb, results
+
+    runs = Path(root or lb.results_root()) / name / "runs.csv"
+    if not runs.is_file():
+        raise OfflineRLError(f"no leaderboard {name!r} (no {runs}); `offrl leaderboard` lists them")
+    click.echo(results.format_table(results.aggregate(results.read_rows(runs)), fmt=fmt))
+
+
+@leaderboard.command("publish")
+@click.argument("results_csv", type=click.Path())
+@click.argument("name")
+@click.option("--agent", "agent_names", help="agents to include, comma-separated [default: all in the table]")
+@click.option("--env", "dataset_names", help="datasets to include, comma-separated [default: all]")
+@click.option("--title", help="heading of the board's README [default: NAME]")
+@click.option("--notes", help="a paragraph for the README: what the board is for, caveats")
+@click.option("--force", is_flag=True, help="replace a published board of the same name")
+@click.pass_obj
+@friendly
+def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, title, notes, force):
+    """Publish rows of a results table as results/NAME (runs.csv, summary.csv, README.md)."""
+    from offrl import leaderboard as lb, results
+
+    split = (lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None)
+    rows = lb.select(results.read_rows(results_csv), split(agent_names), split(dataset_names))
+    target = lb.publish(rows, name, root=root, title=title, notes=notes, force=force)
+    click.echo(f"published {len(rows)} rows to {target}")
+
+
 @main.command()
 @click.option("--agent", "agent_names", default="td3bc", show_default=True, help="agent(s), comma-separated, or all")
 @click.option("--env", "dataset", default="pointmass-medium", show_default=True)

@@ -1,0 +1,221 @@
+"""Leaderboards: result rows published under results/ together with the protocol and provenance they share.
+
+A leaderboard is a folder results/NAME/ with three files:
+
+    runs.csv     the per-seed result rows, in the results-table format (so `offrl table results/NAME/runs.csv`
+                 recomputes everything below from them)
+    summary.csv  per (agent, dataset): mean, std, IQM and the IQM's bootstrap CI of the final and best scores
+    README.md    the same table in markdown, the shared protocol, where the numbers came from, and the
+                 commands that reproduce each row
+    configs/     AGENT__DATASET.yaml: each group's full agent configuration, read from its run folder's
+                 run.yaml when that is still there, so that the reproduce command does not depend on
+                 defaults that may have changed since (`offrl run --config` takes it)
+
+A board compares like with like, so `publish` refuses a selection whose rows differ in updates, evaluation
+interval or evaluation episodes, whose (agent, dataset) group mixes agent configurations, or that holds the same
+(agent, dataset, seed) twice. The folder is assembled beside its final place and renamed into it, so a reader
+sees the old board or the new one, never a half-written one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from offrl import results
+from offrl.atomic import current_umask, write_text_atomic
+from offrl.errors import OfflineRLError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+PROTOCOL_FIELDS = ("steps", "eval_every", "eval_episodes")  # must agree across a whole board
+
+
+def results_root() -> Path:
+    """$OFFRL_RESULTS_DIR, else the repository's results/ (beside the offrl package), else ./results."""
+    if os.environ.get("OFFRL_RESULTS_DIR"):
+        return Path(os.environ["OFFRL_RESULTS_DIR"]).expanduser()
+    beside_package = Path(__file__).resolve().parent.parent / "results"
+    return beside_package if beside_package.is_dir() else Path("results")
+
+
+def select(rows: list[dict], agents=None, datasets=None) -> list[dict]:
+    """The rows of the given agents and datasets (None: all), or an error naming what matched nothing."""
+    for field, wanted in (("agent", agents), ("dataset", datasets)):
+        if wanted:
+            present = {r[field] for r in rows}
+            missing = [w for w in wanted if w not in present]
+            if missing:
+                raise OfflineRLError(f"no result rows for {field} {', '.join(missing)} "
+                                     f"(the table has: {', '.join(sorted(present)) or 'nothing'})")
+            rows = [r for r in rows if r[field] in wanted]
+    if not rows:
+        raise OfflineRLError("no result rows to publish")
+    return rows
+
+
+def check_comparable(rows: list[dict]) -> None:
+    """OfflineRLError unless the rows form one comparison (see the module docstring)."""
+    for field in PROTOCOL_FIELDS:
+        values = defaultdict(list)
+        for r in rows:
+            values[r[field]].append(f"{r['agent']}/{r['dataset']}")
+        if len(values) > 1:
+            seen = "; ".join(f"{v:,} in {', '.join(sorted(set(g)))}" for v, g in sorted(values.items()))
+            raise OfflineRLError(f"rows differ in {field} ({seen}): a leaderboard compares one protocol; "
+                                 f"select rows with --agent/--env")
+    configs, seeds = defaultdict(set), defaultdict(int)
+    for r in rows:
+        configs[(r["agent"], r["dataset"])].add(r["config_hash"])
+        seeds[(r["agent"], r["dataset"], r["seed"])] += 1
+    for (agent, dataset), hashes in sorted(configs.items()):
+        if len(hashes) > 1:
+            raise OfflineRLError(f"{agent} on {dataset} mixes agent configurations "
+                                 f"(config_hash {', '.join(sorted(hashes))}): publish one of them")
+    for (agent, dataset, seed), count in sorted(seeds.items()):
+        if count > 1:
+            raise OfflineRLError(f"{agent} on {dataset} has seed {seed} {count} times: remove the repeats")
+
+
+def recorded_config(rows: list[dict]) -> dict | None:
+    """The agent configuration a group's rows were trained with, from a run.yaml beside them whose hash
+    matches the rows' config_hash (offrl.config.config_hash); None when no such file is left."""
+    for run_dir in sorted({r["run_dir"] for r in rows}):
+        try:
+            spec = yaml.safe_load((Path(run_dir) / "run.yaml").read_text())
+            config = spec["agent_config"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            continue
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+        if digest == rows[0]["config_hash"]:
+            return config
+    return None
+
+
+def _config_file(agent: str, dataset: str) -> str:
+    return f"{agent}__{re.sub(r'[^A-Za-z0-9._-]', '_', dataset)}.yaml"
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["agent"], r["dataset"])].append(r)
+    return dict(sorted(groups.items()))
+
+
+def _distinct(rows, field) -> str:
+    return ", ".join(sorted({str(r[field]) for r in rows}))
+
+
+def readme(name: str, rows: list[dict], title: str | None = None, notes: str | None = None,
+           configs: dict | None = None) -> str:
+    """The board's README.md: table, protocol, provenance and reproduction commands. `configs` maps
+    (agent, dataset) to the file name under configs/ of the groups whose configuration was recovered."""
+    configs = configs or {}
+    first = rows[0]
+    aggregated = results.aggregate(rows)
+    groups = _groups(rows)
+    lines = [f"# {title or name}", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    lines += [f"Normalised scores (100 = the dataset's reference maximum, 0 = its reference minimum) after "
+              f"{first['steps']:,} updates, evaluated every {first['eval_every']:,} updates on "
+              f"{first['eval_episodes']} episodes. final = the last evaluation, best = the best one; IQM = "
+              f"interquartile mean, with its bootstrap CI over seeds.", "",
+              results.format_table(aggregated, fmt="markdown").rstrip(), "",
+              "## Provenance", "",
+              "| agent | dataset | seeds | source, version | reference min / max | config | code | "
+              "device | updates/s | wall-clock (h) |",
+              "|---|---|---|---|---|---|---|---|---:|---:|"]
+    for (agent, dataset), g in groups.items():
+        seeds = ",".join(str(s) for s in sorted(r["seed"] for r in g))
+        ref = f"{g[0]['ref_min_score']:.6g} / {g[0]['ref_max_score']:.6g}"
+        speed = sum(r["updates_per_s"] for r in g) / len(g)
+        hours = sum(r["wall_clock_s"] for r in g) / len(g) / 3600
+        lines.append(f"| {agent} | {dataset} | {seeds} | {_distinct(g, 'dataset_source')} "
+                     f"{_distinct(g, 'dataset_version')} | {ref} | {_distinct(g, 'config_hash')} | "
+                     f"{_distinct(g, 'agent_version')} | {_distinct(g, 'device')} | {speed:.1f} | {hours:.2f} |")
+    lines += ["", f"Hardware: {_distinct(rows, 'hardware')}. torch {_distinct(rows, 'torch_version')}. "
+              f"Runs finished between {min(r['date'] for r in rows)} and {max(r['date'] for r in rows)}. "
+              f"updates/s is per process (all seeds of a run train together); wall-clock includes evaluation.",
+              "", "## Reproduce", "", "At the code revision in the provenance table:", "", "```bash"]
+    for (agent, dataset), g in groups.items():
+        seeds = ",".join(str(s) for s in sorted(r["seed"] for r in g))
+        config = (f" --config results/{name}/configs/{configs[(agent, dataset)]}"
+                  if (agent, dataset) in configs else "")
+        lines.append(f"offrl run --agent {agent} --env {dataset} --seeds {seeds} --steps {first['steps']} "
+                     f"--eval-every {first['eval_every']} --eval-episodes {first['eval_episodes']}{config}")
+    lines.append("```")
+    missing = sorted(f"{a} on {d}" for a, d in groups if (a, d) not in configs)
+    if missing:
+        lines += ["", f"No run.yaml was left for {', '.join(missing)} when this board was published: those "
+                  f"commands use the defaults of the code revision shown (config hash in the table)."]
+    lines += ["", f"`offrl table results/{name}/runs.csv` recomputes the table from the per-seed rows.", ""]
+    return "\n".join(lines)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    results.append_rows(path, rows)
+    lock = Path(str(path) + ".lock")
+    if lock.exists():
+        lock.unlink()
+
+
+def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, title: str | None = None,
+            notes: str | None = None, force: bool = False) -> Path:
+    """Writes results/NAME/{runs.csv, summary.csv, README.md, configs/} from `rows`; returns the folder."""
+    if not NAME_PATTERN.match(name):
+        raise OfflineRLError(f"leaderboard name {name!r}: use letters, digits, '.', '_' and '-'")
+    check_comparable(rows)
+    root = Path(root) if root is not None else results_root()
+    target = root / name
+    if target.exists() and not force:
+        raise OfflineRLError(f"leaderboard {target} exists: pass --force to replace it")
+    root.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["agent"], r["dataset"], r["seed"]))
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    try:
+        _write_rows(staging / "runs.csv", rows)
+        write_text_atomic(staging / "summary.csv", results.format_table(results.aggregate(rows), fmt="csv"))
+        configs = {}
+        for (agent, dataset), g in _groups(rows).items():
+            config = recorded_config(g)
+            if config is not None:
+                configs[(agent, dataset)] = _config_file(agent, dataset)
+                write_text_atomic(staging / "configs" / configs[(agent, dataset)],
+                                  yaml.safe_dump(config, sort_keys=False))
+        write_text_atomic(staging / "README.md", readme(name, rows, title, notes, configs))
+        os.chmod(staging, 0o777 & ~current_umask())
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))
+            os.replace(target, old / name)
+        os.replace(staging, target)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def boards(root: str | os.PathLike | None = None) -> list[dict]:
+    """The published leaderboards under `root`: name, agents, datasets, seeds per group and steps."""
+    root = Path(root) if root is not None else results_root()
+    found = []
+    for folder in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")):
+        runs = folder / "runs.csv"
+        if not runs.is_file():
+            continue
+        rows = results.read_rows(runs)
+        found.append({"name": folder.name, "agents": _distinct(rows, "agent"),
+                      "datasets": _distinct(rows, "dataset"), "rows": len(rows),
+                      "steps": _distinct(rows, "steps")})
+    return found
+

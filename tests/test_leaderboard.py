@@ -1,0 +1,122 @@
+"""Leaderboards: what `publish` writes, what it refuses, and that a refused or replaced board loses nothing."""
+import yaml
+import pytest
+from click.testing import CliRunner
+
+from offrl import config as cfg, leaderboard as lb, registry
+from offrl.cli import main
+from offrl.errors import OfflineRLError
+from offrl.results import aggregate, append_rows, format_table, read_rows
+
+from test_results import make_row
+
+
+def trained_rows(tmp_path, agent="td3bc", dataset="hopper-medium", seeds=(0, 1, 2), scores=(20.0, 30.0, 40.0),
+                 overrides=None, write_run_yaml=True):
+    """Rows as a run writes them, with a run.yaml holding the real resolved config beside them."""
+    info = registry.get(agent)
+    config = cfg.resolve_config(info, dataset.split("-")[0], overrides=overrides)
+    run_dir = tmp_path / "runs" / f"{agent}_{dataset}_{cfg.config_hash(config)}"
+    if write_run_yaml:
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.yaml").write_text(yaml.safe_dump({"agent": agent, "agent_config": cfg.to_dict(config)},
+                                                         sort_keys=False))
+    return [make_row(agent=agent, dataset=dataset, seed=s, final_score=f, best_score=f + 5.0,
+                     config_hash=cfg.config_hash(config), run_dir=str(run_dir)) for s, f in zip(seeds, scores)]
+
+
+def test_a_published_board_holds_the_rows_their_summary_and_the_configs_that_reproduce_them(tmp_path):
+    rows = (trained_rows(tmp_path, "td3bc", "hopper-medium")
+            + trained_rows(tmp_path, "iql", "hopper-medium", scores=(50.0, 55.0, 60.0))
+            + trained_rows(tmp_path, "td3bc", "walker2d-medium", scores=(70.0, 71.0, 72.0)))
+    table = tmp_path / "results.csv"
+    append_rows(table, rows[::-1])  # order in the table does not matter
+
+    board = lb.publish(read_rows(table), "hopper-100k", root=tmp_path / "results", title="Hopper at 100k")
+
+    published = read_rows(board / "runs.csv")
+    assert published == sorted(rows, key=lambda r: (r["agent"], r["dataset"], r["seed"]))
+    assert (board / "summary.csv").read_text() == format_table(aggregate(rows), fmt="csv")
+    readme = (board / "README.md").read_text()
+    assert readme.startswith("# Hopper at 100k\n")
+    assert "| td3bc | hopper-medium | 3 | 30.00 ± 10.00 |" in readme
+    assert "| iql | hopper-medium | 3 | 55.00 ± 5.00 |" in readme
+    assert ("offrl run --agent iql --env hopper-medium --seeds 0,1,2 --steps 100000 --eval-every 5000 "
+            "--eval-episodes 10 --config results/hopper-100k/configs/iql__hopper-medium.yaml") in readme
+    # The recorded config resolves to the very configuration the rows were trained with.
+    for agent, dataset in [("td3bc", "hopper-medium"), ("iql", "hopper-medium"), ("td3bc", "walker2d-medium")]:
+        file = board / "configs" / f"{agent}__{dataset}.yaml"
+        resolved = cfg.resolve_config(registry.get(agent), dataset.split("-")[0], file=str(file))
+        assert cfg.config_hash(resolved) == next(r["config_hash"] for r in rows
+                                                 if (r["agent"], r["dataset"]) == (agent, dataset))
+    assert lb.boards(tmp_path / "results") == [{"name": "hopper-100k", "agents": "iql, td3bc",
+                                                "datasets": "hopper-medium, walker2d-medium", "rows": 9,
+                                                "steps": "100000"}]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["hopper-100k"]  # no staging left
+
+
+def test_a_config_that_cannot_be_recovered_is_said_so(tmp_path):
+    rows = trained_rows(tmp_path, write_run_yaml=False)
+    board = lb.publish(rows, "b", root=tmp_path)
+    readme = (board / "README.md").read_text()
+    assert "--config" not in readme
+    assert "No run.yaml was left for td3bc on hopper-medium" in readme
+    assert not (board / "configs").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(steps=50000), "rows differ in steps"),
+    (dict(eval_episodes=5), "rows differ in eval_episodes"),
+    (dict(config_hash="0123456789ab"), "mixes agent configurations"),
+    (dict(seed=1), "has seed 1 2 times"),
+])
+def test_rows_that_are_not_one_comparison_are_refused_and_the_old_board_is_kept(tmp_path, change, message):
+    rows = trained_rows(tmp_path)
+    board = lb.publish(rows, "b", root=tmp_path / "results")
+    before = {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()}
+
+    bad = rows[:2] + [dict(rows[2], **change)]
+    with pytest.raises(OfflineRLError, match=message):
+        lb.publish(bad, "b", root=tmp_path / "results", force=True)
+    assert {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["b"]
+
+
+def test_an_existing_board_is_replaced_only_when_asked(tmp_path):
+    lb.publish(trained_rows(tmp_path), "b", root=tmp_path)
+    with pytest.raises(OfflineRLError, match="exists: pass --force"):
+        lb.publish(trained_rows(tmp_path / "x", scores=(1.0, 2.0, 3.0)), "b", root=tmp_path)
+    lb.publish(trained_rows(tmp_path / "y", scores=(1.0, 2.0, 3.0)), "b", root=tmp_path, force=True)
+    assert [r["final_score"] for r in read_rows(tmp_path / "b" / "runs.csv")] == [1.0, 2.0, 3.0]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_names_and_selections_that_match_nothing_are_refused(tmp_path):
+    rows = trained_rows(tmp_path)
+    with pytest.raises(OfflineRLError, match="leaderboard name"):
+        lb.publish(rows, "../escape", root=tmp_path)
+    with pytest.raises(OfflineRLError, match="no result rows for agent cql"):
+        lb.select(rows, agents=["cql"])
+    assert lb.select(rows, datasets=["hopper-medium"]) == rows
+
+
+def test_cli_publishes_lists_and_shows_a_board(tmp_path):
+    rows = trained_rows(tmp_path) + trained_rows(tmp_path, "iql", scores=(50.0, 55.0, 60.0))
+    table = tmp_path / "results.csv"
+    append_rows(table, rows)
+    root = str(tmp_path / "results")
+    runner = CliRunner()
+
+    out = runner.invoke(main, ["leaderboard", "--root", root, "publish", str(table), "iql-only", "--agent", "iql"])
+    assert out.exit_code == 0, out.output
+    assert "published 3 rows" in out.output
+    listed = runner.invoke(main, ["leaderboard", "--root", root])
+    assert listed.output.splitlines()[1].split() == ["iql-only", "iql", "hopper-medium", "3", "100000"]
+    shown = runner.invoke(main, ["leaderboard", "--root", root, "show", "iql-only", "--format", "csv"])
+    assert shown.output.strip() == format_table(aggregate(rows[3:]), fmt="csv").strip()
+
+    bad = runner.invoke(main, ["leaderboard", "--root", root, "publish", str(table), "x", "--agent", "cql"])
+    assert bad.exit_code == 2
+    assert bad.output.strip().splitlines() == ["error: no result rows for agent cql (the table has: iql, td3bc)"]
+    missing = runner.invoke(main, ["leaderboard", "--root", root, "show", "nope"])
+    assert missing.exit_code == 2 and "no leaderboard 'nope'" in missing.output
