@@ -27,8 +27,10 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   §2.7 estimate, not measured here).
 
 "kdtree" (default on CPU): `scipy.spatial.cKDTree` (leafsize 16) built once on a float64 copy of X, queried with
-  `workers=-1`. The query goes through numpy (a host call; keys are moved to the CPU and the indices back), which is
-  acceptable on CPU where nothing is captured; it can be forced on a CUDA matrix too, at the cost of the round trip.
+  as many scipy workers as torch has threads (`--threads`: a run told to use one core uses one; leafsize 8, 32 and
+  64 were 10-80% slower on hopper-medium with a trained actor's keys). The query goes through numpy (a host call;
+  keys are moved to the CPU and the indices back), which is acceptable on CPU where nothing is captured; it can be
+  forced on a CUDA matrix too, at the cost of the round trip.
 
 Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 from other users, so +-50%; torch
 2.13 CPU, 2 threads; N = 1,000,000, B = 256 keys, ms per 256-key batch, mean of 3 after a warm-up call;
@@ -73,11 +75,11 @@ class NearestNeighbours:
     method: "auto" (brute on CUDA, kdtree on CPU), "kdtree" or "brute". Brute-force options: `candidates` (m, the
     survivors re-ranked exactly), `chunk_rows` (rows of X per matmul; default 2**18 on CUDA, 2**15 on CPU),
     `max_chunk_floats` (bound on one distance block, keys are split into static blocks to respect it).
-    kdtree option: `workers` (scipy threads, -1 = all cores).
+    kdtree option: `workers` (scipy threads; None = torch's thread count at query time, -1 = all cores).
     """
 
     def __init__(self, points: torch.Tensor, method: str = "auto", *, candidates: int = 8,
-                 chunk_rows: int | None = None, max_chunk_floats: int = 64 * 2 ** 20, workers: int = -1):
+                 chunk_rows: int | None = None, max_chunk_floats: int = 64 * 2 ** 20, workers: int | None = None):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if points.dim() != 2 or points.shape[0] == 0:
@@ -157,6 +159,7 @@ class NearestNeighbours:
         lead = keys.shape[:-1]
         flat = keys.detach().reshape(-1, self.dim).to(torch.float32)
         if self.method == "kdtree":  # host call through numpy
-            _, idx = self._tree.query(flat.cpu().numpy().astype(np.float64), k=1, workers=self.workers)
+            workers = torch.get_num_threads() if self.workers is None else self.workers
+            _, idx = self._tree.query(flat.cpu().numpy().astype(np.float64), k=1, workers=workers)
             return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(keys.device).reshape(lead)
         return self._query_brute(flat.to(self.device)).to(keys.device).reshape(lead)
