@@ -101,7 +101,12 @@ def to_dict(config) -> dict:
 
 
 def config_hash(config) -> str:
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:12]
+    return dict_hash(to_dict(config))
+
+
+def dict_hash(values: dict) -> str:
+    """The config hash of a config already turned into a dict (as run.yaml stores it)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def resolve_config(info, family: str, file: str | None = None, overrides: dict | None = None):

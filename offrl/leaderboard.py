@@ -18,8 +18,6 @@ sees the old board or the new one, never a half-written one.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -31,6 +29,7 @@ import yaml
 
 from offrl import results
 from offrl.atomic import current_umask, write_text_atomic
+from offrl.config import dict_hash
 from offrl.errors import OfflineRLError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -85,15 +84,14 @@ def check_comparable(rows: list[dict]) -> None:
 
 def recorded_config(rows: list[dict]) -> dict | None:
     """The agent configuration a group's rows were trained with, from a run.yaml beside them whose hash
-    matches the rows' config_hash (offrl.config.config_hash); None when no such file is left."""
+    matches the rows' config_hash; None when no such file is left."""
     for run_dir in sorted({r["run_dir"] for r in rows}):
         try:
             spec = yaml.safe_load((Path(run_dir) / "run.yaml").read_text())
             config = spec["agent_config"]
         except (OSError, yaml.YAMLError, KeyError, TypeError):
             continue
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-        if digest == rows[0]["config_hash"]:
+        if dict_hash(config) == rows[0]["config_hash"]:
             return config
     return None
 
