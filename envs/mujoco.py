@@ -47,6 +47,11 @@ NUM_ENVS = 32
 # tail (the envs still running when its last episode is cut) stays a small share of its steps. The chunks are
 # part of the data (each ends in a cut episode, each has its own seeds): a change needs a new recipe version.
 CHUNK = 100_000
+# Dataset versions, part of every Minari id (offrl/<family>/<level>-v<N>): a change of the data -- rollout scheme
+# or shipped policies -- gets a new version, so a dataset built before the change is never taken for the new one.
+# 1: chunked rollouts seeded by policy name (0 seeded them by segment position). halfcheetah 2: policies
+# retrained to 1M PPO steps (1 used the 300k-step run).
+RECIPE_VERSIONS = {"halfcheetah": "2"}
 
 
 @contextlib.contextmanager
@@ -353,9 +358,10 @@ def make_recipe(family: str):
         build_episodes=functools.partial(build_episodes, family), parallel=True,
         parts=functools.partial(parts, family),
         reference_returns=functools.partial(reference_returns, family),
-        version="1",  # 1: chunked rollouts seeded by policy name (v0 seeded by segment position)
-        description=(f"{env_id} (Gymnasium MuJoCo) in the D4RL style, from stable-baselines3 PPO behaviour policies "
-                     f"shipped in envs/policies/{family} (not D4RL's data; scores are not comparable with D4RL's)"),
+        version=RECIPE_VERSIONS.get(family, "1"),
+        description=(f"{env_id} (Gymnasium MuJoCo) in the D4RL style, from {rec.get('algorithm', 'stable-baselines3')} "
+                     f"behaviour policies shipped in envs/policies/{family} (not D4RL's data; scores are not "
+                     f"comparable with D4RL's)"),
         provenance=dict(behaviour_algorithm=rec.get("algorithm"), behaviour_steps_trained=rec.get("steps_trained"),
                         behaviour_seed=rec.get("seed"), behaviour_versions=rec.get("versions"),
                         behaviour_picked=rec.get("picked"),
