@@ -24,6 +24,13 @@ def friendly(fn):
     return wrapper
 
 
+def echo_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Print a header and rows of strings as left-aligned columns."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         if "-" in text and "," not in text:
@@ -104,9 +111,7 @@ def agents(plugins):
     for p in plugins:
         registry.load_plugin(p)
     rows = [(a.name, a.paper, a.family, ", ".join(a.stages) or "-") for a in registry.all_agents()]
-    widths = [max(len(r[i]) for r in rows + [("name", "paper", "family", "stages")]) for i in range(4)]
-    for r in [("name", "paper", "family", "stages")] + rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    echo_columns(("name", "paper", "family", "stages"), rows)
 
 
 @main.command()
@@ -136,10 +141,7 @@ def leaderboard(ctx, root):
         click.echo(f"no leaderboards in {root or lb.results_root()}")
         return
     header = ("name", "agents", "datasets", "rows", "steps")
-    cells = [header] + [tuple(str(b[k]) for k in header) for b in found]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    for c in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+    echo_columns(header, [tuple(str(b[k]) for k in header) for b in found])
 
 
 @leaderboard.command("show")

@@ -119,6 +119,7 @@ def readme(name: str, rows: list[dict], title: str | None = None, notes: str | N
     first = rows[0]
     aggregated = results.aggregate(rows)
     groups = _groups(rows)
+    seeds = {key: ",".join(str(s) for s in sorted(r["seed"] for r in g)) for key, g in groups.items()}
     lines = [f"# {title or name}", ""]
     if notes:
         lines += [notes.strip(), ""]
@@ -132,22 +133,21 @@ def readme(name: str, rows: list[dict], title: str | None = None, notes: str | N
               "device | updates/s | wall-clock (h) |",
               "|---|---|---|---|---|---|---|---|---:|---:|"]
     for (agent, dataset), g in groups.items():
-        seeds = ",".join(str(s) for s in sorted(r["seed"] for r in g))
         ref = f"{g[0]['ref_min_score']:.6g} / {g[0]['ref_max_score']:.6g}"
         speed = sum(r["updates_per_s"] for r in g) / len(g)
         hours = sum(r["wall_clock_s"] for r in g) / len(g) / 3600
-        lines.append(f"| {agent} | {dataset} | {seeds} | {_distinct(g, 'dataset_source')} "
+        lines.append(f"| {agent} | {dataset} | {seeds[(agent, dataset)]} | {_distinct(g, 'dataset_source')} "
                      f"{_distinct(g, 'dataset_version')} | {ref} | {_distinct(g, 'config_hash')} | "
                      f"{_distinct(g, 'agent_version')} | {_distinct(g, 'device')} | {speed:.1f} | {hours:.2f} |")
     lines += ["", f"Hardware: {_distinct(rows, 'hardware')}. torch {_distinct(rows, 'torch_version')}. "
               f"Runs finished between {min(r['date'] for r in rows)} and {max(r['date'] for r in rows)}. "
               f"updates/s is per process (all seeds of a run train together); wall-clock includes evaluation.",
               "", "## Reproduce", "", "At the code revision in the provenance table:", "", "```bash"]
-    for (agent, dataset), g in groups.items():
-        seeds = ",".join(str(s) for s in sorted(r["seed"] for r in g))
+    for agent, dataset in groups:
         config = (f" --config results/{name}/configs/{configs[(agent, dataset)]}"
                   if (agent, dataset) in configs else "")
-        lines.append(f"offrl run --agent {agent} --env {dataset} --seeds {seeds} --steps {first['steps']} "
+        lines.append(f"offrl run --agent {agent} --env {dataset} --seeds {seeds[(agent, dataset)]} "
+                     f"--steps {first['steps']} "
                      f"--eval-every {first['eval_every']} --eval-episodes {first['eval_episodes']}{config}")
     lines.append("```")
     missing = sorted(f"{a} on {d}" for a, d in groups if (a, d) not in configs)
