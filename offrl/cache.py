@@ -14,6 +14,9 @@ Layout, under cache_dir() (<data root>/cache, see offrl/paths.py):
         progress.pt          only while a resumable build runs or after it was killed: its saved state
         pending.json         beside it: the entry's key, so that `offrl cache list` can say what is under way
 
+One process builds an entry at a time: a second one that wants it (another seed's run on the same
+dataset) waits for the first, says so, and then reuses what the first stored.
+
 Every file is written atomically (temporary file + rename, offrl/atomic.py). An entry is trusted only if
 meta.json is readable and names the same key, the checksum matches the artefact's bytes, and the
 artefact loads with `torch.load(weights_only=True)` (no code runs on load). Anything else (a crash
@@ -45,11 +48,13 @@ import torch
 from offrl.atomic import atomic_path, file_sha256, write_text_atomic
 from offrl.data.dataset import FIELDS
 from offrl.errors import OfflineRLError
+from offrl.lock import FileLock
 from offrl.paths import cache_dir
 
 ARTIFACT, CHECKSUM, META = "artifact.pt", "artifact.pt.sha256", "meta.json"
 PROGRESS = "progress.pt"  # a resumable build's own state while it runs (see get_or_build)
 PENDING = "pending.json"  # the key of a resumable build under way, so `cache list` can name it
+LOCKS = ".locks"  # <root>/.locks/<stage>-<fingerprint>-<entry>.lock: one builder per entry (offrl/lock.py)
 _STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FINGERPRINT_VERSION = b"offrl-dataset-fingerprint-v1"
 
@@ -148,6 +153,23 @@ class Cache:
         log = log or self.log
         fingerprint, chash = dataset_fingerprint(dataset), config_hash(config)
         path = self._dir(stage, fingerprint, chash, seed)
+        found = self._reuse(path, stage, fingerprint, chash, seed, map_location, log)
+        if found is not None:
+            return found[0]
+        lock = FileLock(self.root / LOCKS / f"{stage}-{path.parent.name}-{path.name}.lock")
+        lock.acquire(wait=True, on_wait=lambda holder: log(f"waiting for {holder}, which is building {stage} "
+                                                            f"in {path}"))
+        try:
+            if lock.waited:  # the other process has stored it (or failed, and this one builds)
+                found = self._reuse(path, stage, fingerprint, chash, seed, map_location, log)
+                if found is not None:
+                    return found[0]
+            return self._build(path, dataset, stage, fingerprint, chash, config, seed, build_fn, log, resumable)
+        finally:
+            lock.release()
+
+    def _reuse(self, path: Path, stage, fingerprint, chash, seed, map_location, log) -> tuple[Any] | None:
+        """(artifact,) if a sound entry is stored at `path`, else None (a corrupt one is reported)."""
         if any((path / name).exists() for name in (ARTIFACT, CHECKSUM, META)):
             try:
                 artifact = self._load(path, stage, fingerprint, chash, seed, map_location)
@@ -155,7 +177,10 @@ class Cache:
                 log(f"cache entry {path} of {stage} is corrupt ({exc}): ignoring it and rebuilding {stage}")
             else:
                 log(f"reused {stage} from {path}")
-                return artifact
+                return (artifact,)
+        return None
+
+    def _build(self, path: Path, dataset, stage, fingerprint, chash, config, seed, build_fn, log, resumable):
         key = dict(stage=stage, dataset=getattr(dataset, "name", "?"), dataset_version=getattr(dataset, "version", ""),
                    fingerprint=fingerprint, config_hash=chash, config=_jsonable(config), seed=int(seed))
         start = time.perf_counter()

@@ -281,7 +281,8 @@ def datasets():
 @friendly
 def datasets_list():
     """Generated datasets (built or buildable) with their sizes; `behaviour` is the mean normalised return of
-    a built dataset's complete episodes ("-" if built before it was recorded)."""
+    a built dataset's complete episodes ("-" if built before it was recorded). "stale": built by another
+    version of the recipe (other behaviour policies); `datasets build NAME --force` rebuilds it."""
     from offrl.data import recipes
 
     recipes.load_builtin()
@@ -294,7 +295,8 @@ def datasets_list():
             if recipes.is_built(dsid):
                 prov = recipes.read_provenance(dsid)
                 score = prov.get("behaviour_normalized_return")
-                click.echo(f"{recipe.family + '-' + level:<28} {'built':<8} {prov['transitions']:>11,} "
+                status = "stale" if recipes.stale(recipe, dsid) else "built"  # not this recipe's: rebuild
+                click.echo(f"{recipe.family + '-' + level:<28} {status:<8} {prov['transitions']:>11,} "
                            f"{prov['episodes']:>9,} {'-' if score is None else f'{score:.1f}':>9} "
                            f"{prov['build_seconds']:>8.1f}  {dsid}")
             else:

@@ -5,6 +5,8 @@ checkpoint.pt (models, optimisers, random-stream counters, step, evaluation hist
 eval.csv, tb/ (TensorBoard) and, when finished, result.json. `Trainer.resume(run_dir)` rebuilds the run from
 run.yaml and continues from the checkpoint; because every random number comes from counter-based streams
 saved in the checkpoint, the resumed run ends with the same parameters and scores as an uninterrupted one.
+While a process trains in a run folder it holds the folder's .lock (offrl/lock.py): a second `--resume` of the
+same folder stops with a one-line error instead of writing checkpoints and result rows beside the first.
 
 Metrics stay on the device and are read every `log_every` steps (and before every evaluation and
 checkpoint); a NaN or infinite loss stops the run with DivergedError before anything is written as a score.
@@ -33,6 +35,7 @@ from offrl.compile import UpdateRunner
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError
 from offrl.evaluation import Evaluator
+from offrl.lock import FileLock, Locked
 from offrl.machine import hardware, pick_device, set_threads
 from offrl.replay import TransitionBuffer
 
@@ -111,6 +114,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []  # one record per evaluation
         self.wall_clock = 0.0
+        self.lock: FileLock | None = None  # the run folder's, held from start()/resume() to the end of fit()
 
     # ---- creating and resuming runs -------------------------------------------------------------
     @classmethod
@@ -140,6 +144,10 @@ class Trainer:
                     git_revision=git_revision(), created=dt.datetime.now().isoformat(timespec="seconds"))
         trainer = cls(run_dir, spec, log=log)  # builds everything before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
+        trainer.lock = lock_run_folder(run_dir)
+        if (run_dir / "run.yaml").exists():  # another process started the same name while this one built
+            trainer.lock.release()
+            raise OfflineRLError(f"run folder {run_dir} exists: resume it with --resume {run_dir}")
         write_text_atomic(run_dir / "run.yaml", yaml.safe_dump(spec, sort_keys=False))
         return trainer
 
@@ -150,9 +158,15 @@ class Trainer:
             spec = yaml.safe_load((run_dir / "run.yaml").read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise OfflineRLError(f"cannot resume {run_dir}: run.yaml missing or unreadable ({exc})") from None
-        if (run_dir / "result.json").exists():
-            raise OfflineRLError(f"run {run_dir} has already finished (result.json exists)")
-        trainer = cls(run_dir, spec, log=log)
+        lock = lock_run_folder(run_dir)  # before the checks: a run finishing now writes result.json
+        try:
+            if (run_dir / "result.json").exists():
+                raise OfflineRLError(f"run {run_dir} has already finished (result.json exists)")
+            trainer = cls(run_dir, spec, log=log)
+        except BaseException:
+            lock.release()
+            raise
+        trainer.lock = lock
         trainer.load_checkpoint()
         return trainer
 
@@ -211,7 +225,17 @@ class Trainer:
         return record
 
     def fit(self, stop_at: int | None = None) -> list[dict] | None:
-        """Train to `train.steps`. `stop_at` stops early (as a kill would) and returns None; else result rows."""
+        """Train to `train.steps`. `stop_at` stops early (as a kill would) and returns None; else result rows.
+        The run folder stays locked until the rows and result.json are written."""
+        if self.lock is not None:
+            self.lock.acquire()  # again, if an earlier fit() released it; a no-op while held
+        try:
+            return self._fit(stop_at)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self, stop_at: int | None) -> list[dict] | None:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
@@ -294,6 +318,15 @@ class Trainer:
                  f"{self.wall_clock:.0f}s")
         self.log(f"time: {self.clock.shares()}; rows appended to {self.spec['results']}")
         return rows
+
+
+def lock_run_folder(run_dir: Path) -> FileLock:
+    """The run folder's lock, or a one-line error if another process trains in it."""
+    try:
+        return FileLock(Path(run_dir) / ".lock").acquire()
+    except Locked as holder:
+        raise OfflineRLError(f"run folder {run_dir} is in use by {holder}: wait for it to finish or stop it "
+                             "first") from None
 
 
 def resolve_family(dataset: str) -> str:

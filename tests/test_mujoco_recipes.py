@@ -224,8 +224,11 @@ def test_datasets_list_shows_behaviour_return(monkeypatch, tmp_path):
     monkeypatch.setenv("OFFRL_DATA_DIR", str(tmp_path))
     recipes.load_builtin()
     hopper = recipes.RECIPES["hopper"]
-    old = dict(transitions=1_000_000, episodes=4_321, build_seconds=406.0)  # built before the field existed
-    for level, prov in [("medium", dict(old, behaviour_normalized_return=27.04)), ("expert", old)]:
+    old = dict(hopper.provenance, recipe="hopper", version=hopper.version, transitions=1_000_000, episodes=4_321,
+               build_seconds=406.0)  # built before the behaviour field existed
+    retrained = dict(old, behaviour_policies=dict(hopper.provenance["behaviour_policies"], **{"medium.pt": "f00"}))
+    for level, prov in [("medium", dict(old, behaviour_normalized_return=27.04)), ("expert", old),
+                        ("random", retrained)]:
         path = recipes.dataset_path(recipes.minari_id(hopper, level))
         path.mkdir(parents=True)
         (path / "offrl_recipe.json").write_text(json.dumps(prov))
@@ -234,6 +237,7 @@ def test_datasets_list_shows_behaviour_return(monkeypatch, tmp_path):
     row = {line.split()[0]: line.split() for line in out[1:]}
     assert row["hopper-medium"][:6] == ["hopper-medium", "built", "1,000,000", "4,321", "27.0", "406.0"]
     assert row["hopper-expert"][:6] == ["hopper-expert", "built", "1,000,000", "4,321", "-", "406.0"]
+    assert row["hopper-random"][:2] == ["hopper-random", "stale"]  # other behaviour policies: rebuild it
     bad = CliRunner().invoke(main, ["datasets", "build", "hopper-medium", "--workers", "0"])
     assert bad.exit_code == 2 and "--workers must be at least 1" in bad.output
 

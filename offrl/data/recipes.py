@@ -21,6 +21,7 @@ import numpy as np
 
 from offrl.atomic import file_sha256
 from offrl.errors import OfflineRLError
+from offrl.lock import FileLock
 from offrl.paths import datasets_dir
 
 RECIPES: dict[str, "Recipe"] = {}
@@ -80,18 +81,32 @@ def is_built(dataset_id: str) -> bool:
 def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, force: bool = False,
           workers: int | None = None, log: Callable[[str], None] = print) -> str:
     """Generate and store one dataset; returns its Minari id. Deterministic in (recipe, level, size, seed);
-    `workers` (for a parallel recipe) changes only the speed."""
+    `workers` (for a parallel recipe) changes only the speed. One process builds a dataset at a time: another
+    that needs it waits, then uses what the first built (offrl/lock.py)."""
+    size = size or recipe.default_size[level]
+    dataset_id = minari_id(recipe, level, size)
+    if is_built(dataset_id) and not force:
+        return dataset_id
+    lock = FileLock(datasets_dir() / ".locks" / f"{dataset_id.replace('/', '_')}.lock")
+    lock.acquire(wait=True, on_wait=lambda holder: log(f"waiting for {holder}, which is building {dataset_id}"))
+    try:
+        if is_built(dataset_id) and (lock.waited or not force):  # the other process built it
+            return dataset_id
+        _build(recipe, level, size, dataset_id, seed, workers, log)
+    finally:
+        lock.release()
+    return dataset_id
+
+
+def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, workers: int | None,
+           log: Callable[[str], None]) -> None:
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
 
     from offrl.data.minari_reader import minari_root
 
-    size = size or recipe.default_size[level]
-    dataset_id = minari_id(recipe, level, size)
     final = dataset_path(dataset_id)
-    if is_built(dataset_id) and not force:
-        return dataset_id
     t0 = time.time()
     log(f"building {dataset_id}: {size:,} transitions of {recipe.env_id} ({level})")
     part_ids = built_parts(recipe, level, size, seed)
@@ -134,7 +149,6 @@ def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, fo
         shutil.rmtree(tmp_root, ignore_errors=True)
     log(f"built {dataset_id} in {time.time() - t0:.1f}s: {len(episodes)} episodes, behaviour return "
         f"{provenance['behaviour_return']:.1f} (normalised {provenance['behaviour_normalized_return']:.1f})")
-    return dataset_id
 
 
 def behaviour_returns(episodes: list[dict], max_steps: int | None, ref_min: float, ref_max: float) -> dict:
@@ -159,14 +173,17 @@ def built_parts(recipe: Recipe, level: str, size: int, seed: int) -> list[str] |
         return None
     ids = [minari_id(recipe, part, n) for part, n in wanted]
     for dataset_id, (part, n) in zip(ids, wanted):
-        if not is_built(dataset_id):
-            return None
-        prov = read_provenance(dataset_id)
-        same = dict(recipe.provenance, recipe=recipe.family, level=part, version=recipe.version, seed=seed,
-                    transitions=n)
-        if any(prov.get(key) != value for key, value in same.items()):
+        if not is_built(dataset_id) or stale(recipe, dataset_id, level=part, seed=seed, transitions=n):
             return None
     return ids
+
+
+def stale(recipe: Recipe, dataset_id: str, **expected) -> list[str]:
+    """The provenance keys (behaviour policy hashes, training facts, recipe version, and `expected`) whose
+    value recorded in a built dataset differs from what this recipe would record now."""
+    prov = read_provenance(dataset_id)
+    now = dict(recipe.provenance, recipe=recipe.family, version=recipe.version, **expected)
+    return [key for key, value in now.items() if prov.get(key) != value]
 
 
 def read_episodes(dataset_id: str) -> list[dict]:

@@ -47,6 +47,11 @@ def resolve_generated(name: str, size: int | None = None, build: bool = True, lo
         if not build:
             return None
         recipes.build(recipe, level, size=size, log=log)
+    differs = recipes.stale(recipe, dataset_id)
+    if differs:  # e.g. policies retrained without a version bump: its scores would not be this recipe's
+        raise OfflineRLError(f"generated dataset {dataset_id} was built by another version of its recipe "
+                             f"({', '.join(differs)} differ from this offrl's): rebuild it with "
+                             f"`offrl datasets build {name} --force`")
     log(f"dataset {name}: offrl's generated {dataset_id} in {recipes.dataset_path(dataset_id)}")
     return _load_generated(dataset_id, recipe, level)
 
