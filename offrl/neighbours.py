@@ -30,10 +30,13 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   principal axes (centred, times the right singular vectors of up to 200,000 of its rows; keys get the same
   rotation). A rotation changes no distance (in float64 the rotated distances of float32 data differ from the
   original ones by ~1e-16 relative, so only ties closer than that can be broken differently), but the tree's
-  axis-aligned splits then follow the directions the data spreads along and prune more: on the PRDC points of
-  hopper-medium, keyed with a trained TD3+BC actor (100k updates), 136 -> 93 ms per 256 keys, and with zero
-  actions 175 -> 119; on halfcheetah-medium (actor at 55k) 33 -> 24 ms and 167 -> 133 (one thread, two other jobs
-  on the machine). It is queried with as many scipy workers as torch has threads (`--threads`: a run told to use
+  axis-aligned splits then follow the directions the data spreads along and prune more. The rotated points are
+  also stored in the leaf order of a first tree built on them (scipy scans a leaf through an index array; in the
+  data's own order a leaf's points lie all over memory). On the PRDC points of hopper-medium, keyed with a trained
+  TD3+BC actor (100k updates), ms per 256 keys went 136 (plain) -> 93-108 (rotated) -> 49-62 (rotated and
+  reordered); on halfcheetah-medium (actor at 55k) 33 -> 20-21 -> 11-12; indices identical on all 1,024 keys;
+  with zero actions (an untrained actor) rotation alone took 175 -> 119 (hopper) and 167 -> 133 (halfcheetah)
+  (one thread, two other jobs on the machine). It is queried with as many scipy workers as torch has threads (`--threads`: a run told to use
   one core uses one; leafsize 8, 32 and 64 were 10-80% slower on hopper-medium with a trained actor's keys). The
   query goes through numpy (a host call; keys are moved to the CPU and the indices back), which is acceptable on
   CPU where nothing is captured; it can be forced on a CUDA matrix too, at the cost of the round trip.
@@ -111,7 +114,10 @@ class NearestNeighbours:
         if method == "kdtree":
             x = self.points.cpu().numpy().astype(np.float64)
             self._centre, self._rotation = principal_axes(x)
-            self._tree = cKDTree((x - self._centre) @ self._rotation, leafsize=16)
+            rotated = (x - self._centre) @ self._rotation
+            # Stored in a first tree's leaf order, so that a leaf's points are near each other in memory.
+            self._order = cKDTree(rotated, leafsize=16).indices
+            self._tree = cKDTree(rotated[self._order], leafsize=16)
         else:
             self._build_brute(candidates, chunk_rows, max_chunk_floats)
 
@@ -181,5 +187,5 @@ class NearestNeighbours:
             workers = torch.get_num_threads() if self.workers is None else self.workers
             keys64 = (flat.cpu().numpy().astype(np.float64) - self._centre) @ self._rotation
             _, idx = self._tree.query(keys64, k=1, workers=workers)
-            return torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(keys.device).reshape(lead)
+            return torch.from_numpy(self._order[idx].astype(np.int64)).to(keys.device).reshape(lead)
         return self._query_brute(flat.to(self.device)).to(keys.device).reshape(lead)
