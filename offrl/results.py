@@ -13,7 +13,6 @@ bootstrap (see `_stratified_bootstrap_ci`).
 from __future__ import annotations
 
 import csv
-import fcntl
 import inspect
 import io
 import math
@@ -26,6 +25,7 @@ import numpy as np
 import scipy.stats
 
 from offrl.errors import OfflineRLError
+from offrl.lock import FileLock
 
 RESULT_FIELDS = [
     "date",             # ISO-8601 time the run finished
@@ -124,8 +124,8 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     """Appends `rows` to the CSV results table at `path`, creating it (with a header) if new or empty.
 
     Every row is validated before anything is written, so a bad row leaves the table untouched. Two
-    processes may append at once: each holds an exclusive `flock` on the sidecar `path + ".lock"` while it
-    checks the header, writes and fsyncs, so rows never interleave and the header is written exactly once.
+    processes may append at once: each holds an exclusive lock (offrl/lock.py) on the sidecar `path + ".lock"`
+    while it checks the header, writes and fsyncs, so rows never interleave and the header is written once.
     (The lock is on a sidecar rather than on the table so that the table itself could be replaced
     atomically by a future tool without invalidating a lock someone holds.)
     """
@@ -134,9 +134,7 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    with FileLock(str(path) + ".lock").acquire(wait=True):
         with open(path, "a+", newline="", encoding="utf-8") as table:
             table.seek(0)
             first_line = table.readline()
@@ -161,10 +159,6 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
             table.write(buffer.getvalue())
             table.flush()
             os.fsync(table.fileno())
-    finally:
-        # Closing the descriptor releases the lock too; the explicit unlock says where it ends.
-        fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        os.close(lock_fd)
 
 
 def _format_value(value) -> str:
