@@ -80,4 +80,7 @@ class FileLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown may have torn down fcntl/os already; the kernel frees it anyway
+            pass

@@ -228,7 +228,7 @@ class Trainer:
         """Train to `train.steps`. `stop_at` stops early (as a kill would) and returns None; else result rows.
         The run folder stays locked until the rows and result.json are written."""
         if self.lock is not None:
-            self.lock.acquire()  # again, if an earlier fit() released it; a no-op while held
+            lock_run_folder(self.run_dir, self.lock)  # again, if an earlier fit() released it; a no-op while held
         try:
             return self._fit(stop_at)
         finally:
@@ -320,10 +320,10 @@ class Trainer:
         return rows
 
 
-def lock_run_folder(run_dir: Path) -> FileLock:
-    """The run folder's lock, or a one-line error if another process trains in it."""
+def lock_run_folder(run_dir: Path, lock: FileLock | None = None) -> FileLock:
+    """The run folder's lock (`lock`, or a new one) acquired, or a one-line error if another process holds it."""
     try:
-        return FileLock(Path(run_dir) / ".lock").acquire()
+        return (lock or FileLock(Path(run_dir) / ".lock")).acquire()
     except Locked as holder:
         raise OfflineRLError(f"run folder {run_dir} is in use by {holder}: wait for it to finish or stop it "
                              "first") from None
