@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from offrl import config as cfg
 from offrl import registry
 from offrl.cache import Cache
 from offrl.compile import UpdateRunner
+from offrl.errors import OfflineRLError
 from offrl.replay import TransitionBuffer
 from offrl.machine import set_threads
 from offrl.trainer import resolve_family
@@ -67,22 +70,40 @@ def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> flo
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def build(agent_name: str, dataset, num_seeds: int, device, overrides=None, log=print):
+def build(agent_name: str, dataset, num_seeds: int, device, overrides=None, log=print, agent_state=None):
     info = registry.get(agent_name)
     config = cfg.resolve_config(info, resolve_family(dataset.name), overrides=overrides)
     seeds = list(range(num_seeds))
     agent = registry.make(agent_name, dataset.spec, config, seeds, device).to(device)
     # Pre-training stages (a dynamics model) come from the cache, fitted once for every S timed.
     agent.prepare(dataset, cache=Cache(log=log))
+    if agent_state is not None:  # a run's trained networks and optimisers (see run_checkpoint)
+        agent.load_checkpoint_state(agent_state)
     return agent, TransitionBuffer(dataset, seeds, config.batch_size, device)
+
+
+def run_checkpoint(run_dir) -> tuple[dict, dict]:
+    """(run.yaml's content, the checkpoint's agent state) of a run folder, to time an agent as it trains
+    later in a run rather than at initialisation: PRDC's neighbour query, for one, costs what the actor's
+    distance from the data makes it cost."""
+    run_dir = Path(run_dir)
+    try:
+        spec = yaml.safe_load((run_dir / "run.yaml").read_text())
+        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    except (OSError, yaml.YAMLError, RuntimeError, EOFError) as exc:
+        raise OfflineRLError(f"cannot bench from {run_dir}: run.yaml or checkpoint.pt missing or unreadable "
+                             f"({type(exc).__name__})") from None
+    return spec, state
 
 
 def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,
               device: torch.device | str = "cpu", overrides: dict | None = None, threads: int = 0,
-              peak: float | None = None, compile_mode: str = "eager", log=print) -> BenchResult:
+              peak: float | None = None, compile_mode: str = "eager", log=print,
+              agent_state: dict | None = None) -> BenchResult:
+    """`agent_state`: start from these networks (a checkpoint's "agent" entry, for num_seeds seeds)."""
     device = torch.device(device)
     threads = set_threads(threads, num_seeds)
-    agent, buffer = build(agent_name, dataset, num_seeds, device, overrides, log=log)
+    agent, buffer = build(agent_name, dataset, num_seeds, device, overrides, log=log, agent_state=agent_state)
     counted = 4  # covers the delayed-actor cycle of TD3-style agents
     with FlopCounterMode(display=False) as counter:
         for step in range(1, counted + 1):

@@ -192,23 +192,33 @@ def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, tit
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path())
+@click.option("--from", "from_run", type=click.Path(), help="time the agent of this run folder from its checkpoint "
+              "(its agent, dataset, config and seed count; --agent, --env, --seeds and --set are not used)")
 @friendly
-def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, sets, as_csv, plugins):
+def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, sets, as_csv, plugins, from_run):
     """Updates per second for S seeds in one process (whole steps: sampling + update), FLOPs and efficiency."""
     import torch
 
     from offrl import config as cfg
     from offrl import registry
-    from offrl.bench import benchmark, matmul_gflops
+    from offrl.bench import benchmark, matmul_gflops, run_checkpoint
     from offrl.compile import resolve_mode
     from offrl.data import resolve
     from offrl.machine import hardware, pick_device, set_threads
 
+    overrides, agent_state, size = cfg.parse_set(sets), None, None
+    if from_run:
+        spec, checkpoint = run_checkpoint(from_run)
+        plugins = tuple(plugins) + tuple(spec.get("plugins", []))
+        agent_names, dataset, seed_counts = spec["agent"], spec["dataset"], str(len(spec["seeds"]))
+        overrides, agent_state, size = spec["agent_config"], checkpoint["agent"], spec.get("dataset_size")
     for p in plugins:
         registry.load_plugin(p)
     dev = pick_device(device)
     resolve_mode(compile_mode, dev)  # a mode this device cannot run is an error before any work
-    ds = resolve(dataset)
+    ds = resolve(dataset, size=size)
+    if from_run:
+        click.echo(f"{spec['agent']} from {from_run} at step {checkpoint['step']:,}")
     names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
     counts = parse_seeds(seed_counts)
     peaks = {}
@@ -229,7 +239,7 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     for name in names:
         for s in counts:
             r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)],
-                          overrides=cfg.parse_set(sets), compile_mode=compile_mode, log=say)
+                          overrides=overrides, compile_mode=compile_mode, log=say, agent_state=agent_state)
             if as_csv:
                 click.echo(f"{name},{s},{r.threads},{r.mode},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
                            f"{r.gflop_per_update:.4f},{r.gflops:.2f},{r.peak_gflops:.2f},{r.efficiency:.3f},"

@@ -1,0 +1,38 @@
+"""`offrl bench` as a user drives it: the table it prints, and timing a run's trained agent with --from.
+(Speed itself is measured by the command, never asserted in tests.)"""
+from __future__ import annotations
+
+import torch
+from click.testing import CliRunner
+from test_trainer import _start
+
+from offrl.bench import build, run_checkpoint
+from offrl.cli import main
+
+
+def test_bench_from_a_run_times_its_trained_agent(tmp_path, data_dir):
+    trainer = _start(tmp_path, "trained", steps=300, seeds=(0, 1))
+    trainer.fit(stop_at=150)  # checkpoint at step 100
+    spec, checkpoint = run_checkpoint(trainer.run_dir)
+    assert checkpoint["step"] == 100 and spec["agent"] == "td3bc"
+
+    agent, _ = build("td3bc", trainer.dataset, 2, "cpu", overrides=spec["agent_config"], log=lambda m: None,
+                     agent_state=checkpoint["agent"])
+    saved = checkpoint["agent"]["modules"]
+    assert all(torch.equal(v, saved[k]) for k, v in agent.state_dict().items())
+    fresh, _ = build("td3bc", trainer.dataset, 2, "cpu", overrides=spec["agent_config"], log=lambda m: None)
+    assert not torch.equal(next(fresh.actor.parameters()), next(agent.actor.parameters()))  # trained != initial
+
+    out = CliRunner().invoke(main, ["bench", "--from", str(trainer.run_dir), "--steps", "5", "--threads", "1",
+                                    "--agent", "bc", "--seeds", "7"])  # the run's agent and seed count win
+    assert out.exit_code == 0, out.output
+    assert f"td3bc from {trainer.run_dir} at step 100" in out.output
+    row = [line.split() for line in out.output.splitlines() if line.startswith("td3bc ") and "from" not in line]
+    assert len(row) == 1 and row[0][1:3] == ["2", "1"] and float(row[0][4]) > 0
+
+
+def test_bench_from_a_folder_without_checkpoint_is_one_line(tmp_path):
+    (tmp_path / "run.yaml").write_text("agent: td3bc\n")
+    out = CliRunner().invoke(main, ["bench", "--from", str(tmp_path)])
+    assert out.exit_code == 2 and out.output.count("\n") == 1
+    assert "cannot bench from" in out.output and "checkpoint.pt" in out.output
