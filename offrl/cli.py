@@ -102,6 +102,26 @@ def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, chec
 
 
 @main.command()
+@click.argument("folder", type=click.Path(), default="runs")
+@friendly
+def runs(folder):
+    """The run folders in FOLDER: progress, last evaluation, and whether each finished, is training now, or
+    stopped (resume it with `offrl run --resume FOLDER/RUN`)."""
+    from offrl.runs import list_runs
+
+    found = list_runs(folder)
+    if not found:
+        raise OfflineRLError(f"no run folders (folders with a run.yaml) in {folder}")
+    rows = []
+    for r in found:
+        last = "-" if r.last_score is None else f"{r.last_score:.1f} at {r.last_eval_step:,}"
+        state = f"running ({r.holder})" if r.state == "running" else r.state
+        rows.append((r.path.name, r.agent, r.dataset, ",".join(map(str, r.seeds)), f"{r.step:,}/{r.steps:,}", last,
+                     state))
+    echo_columns(("run", "agent", "dataset", "seeds", "step", "last score", "state"), rows)
+
+
+@main.command()
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file registering an agent")
 @friendly
 def agents(plugins):

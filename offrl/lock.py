@@ -84,3 +84,23 @@ class FileLock:
             self.release()
         except Exception:  # interpreter shutdown may have torn down fcntl/os already; the kernel frees it anyway
             pass
+
+
+def held_by(path: str | os.PathLike) -> str | None:
+    """Who holds the lock on `path` now (as FileLock.holder says), or None if nobody does. Reads only: the
+    file is neither created nor written, and is opened read-only."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: nobody has ever locked it
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return FileLock(path).holder()
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,77 @@
+"""Where the run folders under a folder stand, for `offrl runs`: which finished, which a process is training
+now, and which stopped (killed, or cut off at the end of a session) and wait for `offrl run --resume`.
+
+Read from each folder's own files, never written: run.yaml (agent, dataset, seeds, budget), checkpoint.pt
+(the step it resumes from; memory-mapped, so only the few bytes of the step are read), eval.csv (the last
+evaluation) and result.json (finished). A folder whose lock (offrl/lock.py) another process holds is
+running (offrl.lock.held_by: a read-only probe).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from offrl.lock import held_by
+
+
+@dataclass
+class RunStatus:
+    path: Path
+    agent: str
+    dataset: str
+    seeds: list[int]
+    steps: int                  # the run's budget
+    step: int                   # the step its checkpoint holds (what a resume starts from)
+    last_eval_step: int | None
+    last_score: float | None    # mean normalised score over the seeds at last_eval_step
+    state: str                  # finished, running, stopped, or unreadable
+    holder: str = ""            # for a running run: who holds its folder
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    run_dir = Path(run_dir)
+    try:
+        spec = yaml.safe_load((run_dir / "run.yaml").read_text())
+        agent, dataset, seeds, steps = spec["agent"], spec["dataset"], list(spec["seeds"]), spec["train"]["steps"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return RunStatus(run_dir, "?", "?", [], 0, 0, None, None, "unreadable")
+    step = 0
+    if (run_dir / "checkpoint.pt").exists():
+        try:
+            step = int(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)["step"])
+        except Exception:  # a checkpoint that does not load: the resume will say so
+            step = 0
+    last_step, last_score = _last_evaluation(run_dir / "eval.csv")
+    status = RunStatus(run_dir, agent, dataset, seeds, steps, step, last_step, last_score, "stopped")
+    if (run_dir / "result.json").exists():
+        status.state, status.step = "finished", steps
+    else:
+        holder = held_by(run_dir / ".lock")
+        if holder is not None:
+            status.state, status.holder = "running", holder
+    return status
+
+
+def _last_evaluation(path: Path) -> tuple[int | None, float | None]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None, None
+    if not rows:
+        return None, None
+    last = int(rows[-1]["step"])
+    return last, float(np.mean([float(r["normalized_score"]) for r in rows if int(r["step"]) == last]))
+
+
+def list_runs(folder: str | Path) -> list[RunStatus]:
+    """Every run folder (a folder with a run.yaml) directly under `folder`, by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [run_status(p) for p in sorted(folder.iterdir()) if (p / "run.yaml").exists()]
