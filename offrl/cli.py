@@ -65,7 +65,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of agent config overrides")
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
-@click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
+@click.option("--threads", type=int, help="CPU threads [default: one per seed, up to the cores; with --resume, "
+              "the run's own setting]")
 @compile_option
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="folder of run folders")
@@ -81,7 +82,7 @@ def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, chec
     from offrl.trainer import TrainConfig, Trainer
 
     if resume_dir:
-        trainer = Trainer.resume(resume_dir)
+        trainer = Trainer.resume(resume_dir, threads=threads)
     else:
         if not agent or not dataset:
             raise OfflineRLError("offrl run needs --agent and --env (or --resume RUN_DIR)")
@@ -96,7 +97,7 @@ def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, chec
         trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
                                 config_file=config_file, overrides=cfg.parse_set(sets), device=device,
                                 dataset_size=dataset_size, results=results, plugins=plugins, run_name=run_name,
-                                threads=threads, compile=compile_mode)
+                                threads=threads or 0, compile=compile_mode)
         click.echo(f"run folder: {trainer.run_dir}")
     trainer.fit()
 

@@ -139,3 +139,16 @@ def test_a_dataset_without_reference_scores_is_refused_before_training(tmp_path,
     assert out.exit_code == 2
     assert "test/pointmass/norefs-v0 has no reference scores" in out.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_with_another_thread_count_keeps_the_run_yaml(tmp_path, data_dir):
+    killed = _start(tmp_path, "threads", steps=200)
+    killed.fit(stop_at=150)
+    try:
+        resumed = Trainer.resume(killed.run_dir, log=lambda m: None, threads=2)
+        assert resumed.threads == 2 and torch.get_num_threads() == 2 and resumed.step == 100
+        assert "threads: 1" in (killed.run_dir / "run.yaml").read_text()
+        rows = resumed.fit()
+        assert [r["steps"] for r in rows] == [200, 200] and "2 threads" in rows[0]["hardware"]
+    finally:
+        torch.set_num_threads(1)  # the suite's one thread per test process (conftest)
