@@ -106,8 +106,8 @@ def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, chec
 @click.argument("folder", type=click.Path(), default="runs")
 @friendly
 def runs(folder):
-    """The run folders in FOLDER: progress, last evaluation, and whether each finished, is training now, or
-    stopped (resume it with `offrl run --resume FOLDER/RUN`)."""
+    """The run folders in FOLDER: progress, last evaluation, time left at the pace so far, and whether each
+    finished, is training now, or stopped (resume it with `offrl run --resume FOLDER/RUN`)."""
     from offrl.runs import list_runs
 
     found = list_runs(folder)
@@ -117,9 +117,10 @@ def runs(folder):
     for r in found:
         last = "-" if r.last_score is None else f"{r.last_score:.1f} at {r.last_eval_step:,}"
         state = f"running ({r.holder})" if r.state == "running" else r.state
+        left = "-" if r.seconds_left is None else f"{r.seconds_left / 3600:.1f} h"
         rows.append((r.path.name, r.agent, r.dataset, ",".join(map(str, r.seeds)), f"{r.step:,}/{r.steps:,}", last,
-                     state))
-    echo_columns(("run", "agent", "dataset", "seeds", "step", "last score", "state"), rows)
+                     left, state))
+    echo_columns(("run", "agent", "dataset", "seeds", "step", "last score", "left", "state"), rows)
 
 
 @main.command()

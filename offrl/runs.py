@@ -31,6 +31,14 @@ class RunStatus:
     last_score: float | None    # mean normalised score over the seeds at last_eval_step
     state: str                  # finished, running, stopped, or unreadable
     holder: str = ""            # for a running run: who holds its folder
+    wall_clock: float = 0.0     # seconds spent on it up to the checkpoint, all sessions (evaluation included)
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Wall-clock to the end of the budget at the pace so far (None before the first checkpoint)."""
+        if self.state == "finished" or self.step <= 0 or self.wall_clock <= 0:
+            return None
+        return (self.steps - self.step) * self.wall_clock / self.step
 
 
 def run_status(run_dir: str | Path) -> RunStatus:
@@ -40,14 +48,16 @@ def run_status(run_dir: str | Path) -> RunStatus:
         agent, dataset, seeds, steps = spec["agent"], spec["dataset"], list(spec["seeds"]), spec["train"]["steps"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return RunStatus(run_dir, "?", "?", [], 0, 0, None, None, "unreadable")
-    step = 0
+    step, wall_clock = 0, 0.0
     if (run_dir / "checkpoint.pt").exists():
         try:
-            step = int(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)["step"])
+            state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
+            step, wall_clock = int(state["step"]), float(state.get("wall_clock", 0.0))
         except Exception:  # a checkpoint that does not load: the resume will say so
-            step = 0
+            step, wall_clock = 0, 0.0
     last_step, last_score = _last_evaluation(run_dir / "eval.csv")
-    status = RunStatus(run_dir, agent, dataset, seeds, steps, step, last_step, last_score, "stopped")
+    status = RunStatus(run_dir, agent, dataset, seeds, steps, step, last_step, last_score, "stopped",
+                       wall_clock=wall_clock)
     if (run_dir / "result.json").exists():
         status.state, status.step = "finished", steps
     else:

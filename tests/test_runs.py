@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from click.testing import CliRunner
 from test_trainer import _start
 
@@ -29,10 +30,14 @@ def test_runs_lists_finished_running_and_stopped(tmp_path, data_dir):
     assert (found["done"].state, found["done"].step, found["done"].last_eval_step) == ("finished", 200, 200)
     assert (found["stopped"].state, found["stopped"].step, found["stopped"].last_eval_step) == ("stopped", 100, 100)
     assert found["busy"].state == "running" and found["busy"].holder.startswith(f"pid {os.getpid()} on ")
+    # time left at the pace so far: 200 more steps at the 100 done, so twice the wall-clock spent
+    assert found["stopped"].seconds_left == pytest.approx(2 * found["stopped"].wall_clock) and \
+        found["stopped"].wall_clock > 0
+    assert found["done"].seconds_left is None
     assert found["busy"].step == 200 and found["busy"].seeds == [0, 1] and found["busy"].agent == "td3bc"
     assert out.exit_code == 0, out.output
     lines = {line.split()[0]: line for line in out.output.splitlines()[1:]}
-    assert "100/300" in lines["stopped"] and lines["stopped"].endswith("stopped")
+    assert "100/300" in lines["stopped"] and lines["stopped"].endswith(" h  stopped")
     assert f"running (pid {os.getpid()} on " in lines["busy"] and "200/300" in lines["busy"]
     assert f"{found['done'].last_score:.1f} at 200" in lines["done"] and lines["done"].endswith("finished")
     assert held_by(busy.run_dir / ".lock") is None  # let go
