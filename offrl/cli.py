@@ -214,10 +214,11 @@ def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, tit
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path())
-@click.option("--from", "from_run", type=click.Path(), help="time the agent of this run folder from its checkpoint "
-              "(its agent, dataset, config and seed count; --agent, --env, --seeds and --set are not used)")
+@click.option("--from", "from_runs", multiple=True, type=click.Path(),
+              help="time the agent of this run folder from its checkpoint, with the run's dataset, config and seed "
+                   "count (repeatable, e.g. a TD3+BC run and a PRDC run; --agent, --env, --seeds, --set unused)")
 @friendly
-def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, sets, as_csv, plugins, from_run):
+def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, sets, as_csv, plugins, from_runs):
     """Updates per second for S seeds in one process (whole steps: sampling + update), FLOPs and efficiency."""
     import torch
 
@@ -228,48 +229,53 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     from offrl.data import resolve
     from offrl.machine import hardware, pick_device, set_threads
 
-    overrides, agent_state, size = cfg.parse_set(sets), None, None
-    if from_run:
-        spec, checkpoint = run_checkpoint(from_run)
+    # One job per timed row: (agent, dataset, dataset size, S, config overrides, agent state, where it came from)
+    jobs = []
+    for run in from_runs:
+        spec, checkpoint = run_checkpoint(run)
         plugins = tuple(plugins) + tuple(spec.get("plugins", []))
-        agent_names, dataset, seed_counts = spec["agent"], spec["dataset"], str(len(spec["seeds"]))
-        overrides, agent_state, size = spec["agent_config"], checkpoint["agent"], spec.get("dataset_size")
+        jobs.append((spec["agent"], spec["dataset"], spec.get("dataset_size"), len(spec["seeds"]),
+                     spec["agent_config"], checkpoint["agent"], f"{run} at step {checkpoint['step']:,}"))
     for p in plugins:
         registry.load_plugin(p)
+    if not from_runs:
+        names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
+        jobs = [(name, dataset, None, s, cfg.parse_set(sets), None, "") for name in names
+                for s in parse_seeds(seed_counts)]
     dev = pick_device(device)
     resolve_mode(compile_mode, dev)  # a mode this device cannot run is an error before any work
-    ds = resolve(dataset, size=size)
-    if from_run:
-        click.echo(f"{spec['agent']} from {from_run} at step {checkpoint['step']:,}")
-    names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
-    counts = parse_seeds(seed_counts)
+    datasets = {}
+    for _, name, size, *_ in jobs:
+        if (name, size) not in datasets:
+            datasets[(name, size)] = resolve(name, size=size)
     peaks = {}
-    for s in counts:  # the matmul peak at each thread count used
-        t = set_threads(threads, s)
+    for job in jobs:  # the matmul peak at each thread count used
+        t = set_threads(threads, job[3])
         if t not in peaks:
             peaks[t] = matmul_gflops(dev)
     cols = ["agent", "S", "threads", "mode", "updates/s", "seed-updates/s", "GFLOP/update", "GFLOP/s",
             "peak GFLOP/s", "efficiency"]
     say = (lambda msg: None) if as_csv else click.echo
     if as_csv:
-        click.echo(",".join(cols + ["device", "hardware", "torch", "dataset"]))
+        click.echo(",".join(cols + ["device", "hardware", "torch", "dataset", "from"]))
     else:
-        click.echo(f"device {dev} ({hardware(dev)}), torch {torch.__version__}, dataset {ds.name}, "
+        names = sorted({ds.name for ds in datasets.values()})
+        click.echo(f"device {dev} ({hardware(dev)}), torch {torch.__version__}, dataset {', '.join(names)}, "
                    f"--compile {compile_mode}")
         click.echo(f"{'agent':<8} {'S':>3} {'thr':>3} {'mode':>10} {'upd/s':>8} {'seed-upd/s':>10} {'GFLOP/upd':>9} "
-                   f"{'GFLOP/s':>8} {'peak':>6} {'eff':>5}")
-    for name in names:
-        for s in counts:
-            r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)],
-                          overrides=overrides, compile_mode=compile_mode, log=say, agent_state=agent_state)
-            if as_csv:
-                click.echo(f"{name},{s},{r.threads},{r.mode},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
-                           f"{r.gflop_per_update:.4f},{r.gflops:.2f},{r.peak_gflops:.2f},{r.efficiency:.3f},"
-                           f"{dev},{hardware(dev)},{torch.__version__},{ds.name}")
-            else:
-                click.echo(f"{name:<8} {s:>3} {r.threads:>3} {r.mode:>10} {r.updates_per_s:>8.1f} "
-                           f"{r.seed_updates_per_s:>10.1f} {r.gflop_per_update:>9.3f} {r.gflops:>8.1f} "
-                           f"{r.peak_gflops:>6.1f} {100 * r.efficiency:>4.0f}%")
+                   f"{'GFLOP/s':>8} {'peak':>6} {'eff':>5}" + ("  from" if from_runs else ""))
+    for name, ds_name, size, s, overrides, agent_state, origin in jobs:
+        ds = datasets[(ds_name, size)]
+        r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)],
+                      overrides=overrides, compile_mode=compile_mode, log=say, agent_state=agent_state)
+        if as_csv:
+            click.echo(f"{name},{s},{r.threads},{r.mode},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
+                       f"{r.gflop_per_update:.4f},{r.gflops:.2f},{r.peak_gflops:.2f},{r.efficiency:.3f},"
+                       f"{dev},{hardware(dev)},{torch.__version__},{ds.name},{origin}")
+        else:
+            click.echo(f"{name:<8} {s:>3} {r.threads:>3} {r.mode:>10} {r.updates_per_s:>8.1f} "
+                       f"{r.seed_updates_per_s:>10.1f} {r.gflop_per_update:>9.3f} {r.gflops:>8.1f} "
+                       f"{r.peak_gflops:>6.1f} {100 * r.efficiency:>4.0f}%" + (f"  {origin}" if origin else ""))
 
 
 @main.group()

@@ -23,12 +23,15 @@ def test_bench_from_a_run_times_its_trained_agent(tmp_path, data_dir):
     fresh, _ = build("td3bc", trainer.dataset, 2, "cpu", overrides=spec["agent_config"], log=lambda m: None)
     assert not torch.equal(next(fresh.actor.parameters()), next(agent.actor.parameters()))  # trained != initial
 
-    out = CliRunner().invoke(main, ["bench", "--from", str(trainer.run_dir), "--steps", "5", "--threads", "1",
-                                    "--agent", "bc", "--seeds", "7"])  # the run's agent and seed count win
-    assert out.exit_code == 0, out.output
-    assert f"td3bc from {trainer.run_dir} at step 100" in out.output
-    row = [line.split() for line in out.output.splitlines() if line.startswith("td3bc ") and "from" not in line]
-    assert len(row) == 1 and row[0][1:3] == ["2", "1"] and float(row[0][4]) > 0
+    other = _start(tmp_path, "bc", steps=300, seeds=(0,), agent="bc", overrides={"hidden": [32, 32]})
+    other.fit(stop_at=250)  # checkpoint at step 200
+    out = CliRunner().invoke(main, ["bench", "--from", str(trainer.run_dir), "--from", str(other.run_dir),
+                                    "--steps", "5", "--threads", "1", "--agent", "cql", "--seeds", "7"])
+    assert out.exit_code == 0, out.output  # each run's agent and seed count, not --agent / --seeds
+    rows = {line.split()[0]: line for line in out.output.splitlines() if line.startswith(("td3bc ", "bc "))}
+    assert rows["td3bc"].split()[1:3] == ["2", "1"] and float(rows["td3bc"].split()[4]) > 0
+    assert rows["td3bc"].endswith(f"{trainer.run_dir} at step 100")
+    assert rows["bc"].split()[1:3] == ["1", "1"] and rows["bc"].endswith(f"{other.run_dir} at step 200")
 
 
 def test_bench_from_a_folder_without_checkpoint_is_one_line(tmp_path):
