@@ -68,15 +68,16 @@ def run_status(run_dir: str | Path) -> RunStatus:
 
 
 def _last_evaluation(path: Path) -> tuple[int | None, float | None]:
+    """(step, mean score over seeds) of eval.csv's last evaluation; (None, None) if none can be read."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-    except OSError:
+        if not rows:
+            return None, None
+        last = int(rows[-1]["step"])
+        return last, float(np.mean([float(r["normalized_score"]) for r in rows if int(r["step"]) == last]))
+    except (OSError, KeyError, TypeError, ValueError):  # missing, or not an eval.csv offrl wrote
         return None, None
-    if not rows:
-        return None, None
-    last = int(rows[-1]["step"])
-    return last, float(np.mean([float(r["normalized_score"]) for r in rows if int(r["step"]) == last]))
 
 
 def list_runs(folder: str | Path) -> list[RunStatus]:

@@ -20,13 +20,20 @@ def test_runs_lists_finished_running_and_stopped(tmp_path, data_dir):
     busy = _start(tmp_path, "busy", steps=300)
     busy.fit(stop_at=250)
     (tmp_path / "runs" / "not-a-run").mkdir()
+    for name, run_yaml, eval_csv in [("broken", "agent: [unclosed\n", ""),
+                                     ("odd-eval", (stopped.run_dir / "run.yaml").read_text(), "step,seed\nten,0\n")]:
+        (tmp_path / "runs" / name).mkdir()
+        (tmp_path / "runs" / name / "run.yaml").write_text(run_yaml)
+        (tmp_path / "runs" / name / "eval.csv").write_text(eval_csv)
     with FileLock(busy.run_dir / ".lock"):  # another process trains it
         before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
         found = {r.path.name: r for r in list_runs(tmp_path / "runs")}
         out = CliRunner().invoke(main, ["runs", str(tmp_path / "runs")])
         after = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
     assert before == after, "offrl runs must not write in run folders"
-    assert sorted(found) == ["busy", "done", "stopped"]
+    assert sorted(found) == ["broken", "busy", "done", "odd-eval", "stopped"]
+    assert found["broken"].state == "unreadable"
+    assert (found["odd-eval"].state, found["odd-eval"].last_score, found["odd-eval"].step) == ("stopped", None, 0)
     assert (found["done"].state, found["done"].step, found["done"].last_eval_step) == ("finished", 200, 200)
     assert (found["stopped"].state, found["stopped"].step, found["stopped"].last_eval_step) == ("stopped", 100, 100)
     assert found["busy"].state == "running" and found["busy"].holder.startswith(f"pid {os.getpid()} on ")
@@ -38,6 +45,7 @@ def test_runs_lists_finished_running_and_stopped(tmp_path, data_dir):
     assert out.exit_code == 0, out.output
     lines = {line.split()[0]: line for line in out.output.splitlines()[1:]}
     assert "100/300" in lines["stopped"] and lines["stopped"].endswith(" h  stopped")
+    assert lines["broken"].endswith("unreadable")
     assert f"running (pid {os.getpid()} on " in lines["busy"] and "200/300" in lines["busy"]
     assert f"{found['done'].last_score:.1f} at 200" in lines["done"] and lines["done"].endswith("finished")
     assert held_by(busy.run_dir / ".lock") is None  # let go
