@@ -82,6 +82,30 @@ def build(agent_name: str, dataset, num_seeds: int, device, overrides=None, log=
     return agent, TransitionBuffer(dataset, seeds, config.batch_size, device)
 
 
+@dataclass
+class BenchJob:
+    """One timed row: an agent on a dataset with S seeds, fresh or from a run's checkpoint."""
+    agent: str
+    dataset: str
+    dataset_size: int | None
+    seeds: int
+    overrides: dict
+    agent_state: dict | None = None  # a checkpoint's "agent" entry; None = initialisation
+    origin: str = ""  # "RUN at step N" for a job from a run
+    plugins: tuple[str, ...] = ()  # files registering the run's agent
+
+
+def jobs_from_runs(run_dirs) -> list[BenchJob]:
+    """One job per run folder: its agent, dataset, config and seed count, from its checkpoint."""
+    jobs = []
+    for run in run_dirs:
+        spec, checkpoint = run_checkpoint(run)
+        jobs.append(BenchJob(spec["agent"], spec["dataset"], spec.get("dataset_size"), len(spec["seeds"]),
+                             spec["agent_config"], checkpoint["agent"], f"{run} at step {checkpoint['step']:,}",
+                             tuple(spec.get("plugins", []))))
+    return jobs
+
+
 def run_checkpoint(run_dir) -> tuple[dict, dict]:
     """(run.yaml's content, the checkpoint's agent state) of a run folder, to time an agent as it trains
     later in a run rather than at initialisation: PRDC's neighbour query, for one, costs what the actor's

@@ -224,33 +224,27 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
 
     from offrl import config as cfg
     from offrl import registry
-    from offrl.bench import benchmark, matmul_gflops, run_checkpoint
+    from offrl.bench import BenchJob, benchmark, jobs_from_runs, matmul_gflops
     from offrl.compile import resolve_mode
     from offrl.data import resolve
     from offrl.machine import hardware, pick_device, set_threads
 
-    # One job per timed row: (agent, dataset, dataset size, S, config overrides, agent state, where it came from)
-    jobs = []
-    for run in from_runs:
-        spec, checkpoint = run_checkpoint(run)
-        plugins = tuple(plugins) + tuple(spec.get("plugins", []))
-        jobs.append((spec["agent"], spec["dataset"], spec.get("dataset_size"), len(spec["seeds"]),
-                     spec["agent_config"], checkpoint["agent"], f"{run} at step {checkpoint['step']:,}"))
-    for p in plugins:
+    jobs = jobs_from_runs(from_runs)
+    for p in tuple(plugins) + tuple(p for job in jobs for p in job.plugins):  # before any agent is built
         registry.load_plugin(p)
     if not from_runs:
         names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
-        jobs = [(name, dataset, None, s, cfg.parse_set(sets), None, "") for name in names
+        jobs = [BenchJob(name, dataset, None, s, cfg.parse_set(sets)) for name in names
                 for s in parse_seeds(seed_counts)]
     dev = pick_device(device)
     resolve_mode(compile_mode, dev)  # a mode this device cannot run is an error before any work
     datasets = {}
-    for _, name, size, *_ in jobs:
-        if (name, size) not in datasets:
-            datasets[(name, size)] = resolve(name, size=size)
+    for job in jobs:
+        if (job.dataset, job.dataset_size) not in datasets:
+            datasets[(job.dataset, job.dataset_size)] = resolve(job.dataset, size=job.dataset_size)
     peaks = {}
     for job in jobs:  # the matmul peak at each thread count used
-        t = set_threads(threads, job[3])
+        t = set_threads(threads, job.seeds)
         if t not in peaks:
             peaks[t] = matmul_gflops(dev)
     cols = ["agent", "S", "threads", "mode", "updates/s", "seed-updates/s", "GFLOP/update", "GFLOP/s",
@@ -264,18 +258,18 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
                    f"--compile {compile_mode}")
         click.echo(f"{'agent':<8} {'S':>3} {'thr':>3} {'mode':>10} {'upd/s':>8} {'seed-upd/s':>10} {'GFLOP/upd':>9} "
                    f"{'GFLOP/s':>8} {'peak':>6} {'eff':>5}" + ("  from" if from_runs else ""))
-    for name, ds_name, size, s, overrides, agent_state, origin in jobs:
-        ds = datasets[(ds_name, size)]
-        r = benchmark(name, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)],
-                      overrides=overrides, compile_mode=compile_mode, log=say, agent_state=agent_state)
+    for job in jobs:
+        ds, s = datasets[(job.dataset, job.dataset_size)], job.seeds
+        r = benchmark(job.agent, ds, s, steps=steps, device=dev, threads=threads, peak=peaks[set_threads(threads, s)],
+                      overrides=job.overrides, compile_mode=compile_mode, log=say, agent_state=job.agent_state)
         if as_csv:
-            click.echo(f"{name},{s},{r.threads},{r.mode},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
+            click.echo(f"{job.agent},{s},{r.threads},{r.mode},{r.updates_per_s:.2f},{r.seed_updates_per_s:.2f},"
                        f"{r.gflop_per_update:.4f},{r.gflops:.2f},{r.peak_gflops:.2f},{r.efficiency:.3f},"
-                       f"{dev},{hardware(dev)},{torch.__version__},{ds.name},{origin}")
+                       f"{dev},{hardware(dev)},{torch.__version__},{ds.name},{job.origin}")
         else:
-            click.echo(f"{name:<8} {s:>3} {r.threads:>3} {r.mode:>10} {r.updates_per_s:>8.1f} "
+            click.echo(f"{job.agent:<8} {s:>3} {r.threads:>3} {r.mode:>10} {r.updates_per_s:>8.1f} "
                        f"{r.seed_updates_per_s:>10.1f} {r.gflop_per_update:>9.3f} {r.gflops:>8.1f} "
-                       f"{r.peak_gflops:>6.1f} {100 * r.efficiency:>4.0f}%" + (f"  {origin}" if origin else ""))
+                       f"{r.peak_gflops:>6.1f} {100 * r.efficiency:>4.0f}%" + (f"  {job.origin}" if job.origin else ""))
 
 
 @main.group()
@@ -333,7 +327,7 @@ def datasets_list():
             if recipes.is_built(dsid):
                 prov = recipes.read_provenance(dsid)
                 score = prov.get("behaviour_normalized_return")
-                status = "stale" if recipes.stale(recipe, dsid) else "built"  # not this recipe's: rebuild
+                status = "stale" if recipes.stale(recipe, prov) else "built"  # not this recipe's: rebuild
                 click.echo(f"{recipe.family + '-' + level:<28} {status:<8} {prov['transitions']:>11,} "
                            f"{prov['episodes']:>9,} {'-' if score is None else f'{score:.1f}':>9} "
                            f"{prov['build_seconds']:>8.1f}  {dsid}")

@@ -173,15 +173,15 @@ def built_parts(recipe: Recipe, level: str, size: int, seed: int) -> list[str] |
         return None
     ids = [minari_id(recipe, part, n) for part, n in wanted]
     for dataset_id, (part, n) in zip(ids, wanted):
-        if not is_built(dataset_id) or stale(recipe, dataset_id, level=part, seed=seed, transitions=n):
+        if not is_built(dataset_id) or stale(recipe, read_provenance(dataset_id), level=part, seed=seed,
+                                             transitions=n):
             return None
     return ids
 
 
-def stale(recipe: Recipe, dataset_id: str, **expected) -> list[str]:
+def stale(recipe: Recipe, prov: dict, **expected) -> list[str]:
     """The provenance keys (behaviour policy hashes, training facts, recipe version, and `expected`) whose
-    value recorded in a built dataset differs from what this recipe would record now."""
-    prov = read_provenance(dataset_id)
+    value recorded in a built dataset's provenance `prov` differs from what this recipe would record now."""
     now = dict(recipe.provenance, recipe=recipe.family, version=recipe.version, **expected)
     return [key for key, value in now.items() if prov.get(key) != value]
 

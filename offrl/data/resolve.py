@@ -19,11 +19,10 @@ from offrl.errors import OfflineRLError
 Log = Callable[[str], None]
 
 
-def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str) -> Dataset:
+def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str, prov: dict) -> Dataset:
     from offrl.data.minari_reader import load_minari
 
     arrays, meta, _ = load_minari(dataset_id, root=recipes.minari_store())
-    prov = recipes.read_provenance(dataset_id)
     env_id = recipe.env_id
     space = gym.spec(env_id)
     env = gym.make(env_id)
@@ -47,13 +46,14 @@ def resolve_generated(name: str, size: int | None = None, build: bool = True, lo
         if not build:
             return None
         recipes.build(recipe, level, size=size, log=log)
-    differs = recipes.stale(recipe, dataset_id)
+    prov = recipes.read_provenance(dataset_id)
+    differs = recipes.stale(recipe, prov)
     if differs:  # e.g. policies retrained without a version bump: its scores would not be this recipe's
         raise OfflineRLError(f"generated dataset {dataset_id} was built by another version of its recipe "
                              f"({', '.join(differs)} differ from this offrl's): rebuild it with "
                              f"`offrl datasets build {name} --force`")
     log(f"dataset {name}: offrl's generated {dataset_id} in {recipes.dataset_path(dataset_id)}")
-    return _load_generated(dataset_id, recipe, level)
+    return _load_generated(dataset_id, recipe, level, prov)
 
 
 def resolve_minari(name: str, log: Log = print) -> Dataset | None:
