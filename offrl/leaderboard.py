@@ -141,7 +141,9 @@ def readme(name: str, rows: list[dict], title: str | None = None, notes: str | N
                      f"{_distinct(g, 'agent_version')} | {_distinct(g, 'device')} | {speed:.1f} | {hours:.2f} |")
     lines += ["", f"Hardware: {_distinct(rows, 'hardware')}. torch {_distinct(rows, 'torch_version')}. "
               f"Runs finished between {min(r['date'] for r in rows)} and {max(r['date'] for r in rows)}. "
-              f"updates/s is per process (all seeds of a run train together); wall-clock includes evaluation.",
+              f"updates/s is per process (all seeds of a run train together); wall-clock includes evaluation."
+              + (" code A..B: the run started at revision A and was resumed under B."
+                 if any(".." in r["agent_version"] for r in rows) else ""),
               "", "## Reproduce", "", "At the code revision in the provenance table:", "", "```bash"]
     for agent, dataset in groups:
         config = (f" --config results/{name}/configs/{configs[(agent, dataset)]}"

@@ -30,7 +30,7 @@ from offrl.lock import FileLock
 RESULT_FIELDS = [
     "date",             # ISO-8601 time the run finished
     "agent",
-    "agent_version",    # git revision of the code that trained it
+    "agent_version",    # git revision of the code that trained it ("A..B": started at A, resumed under B)
     "dataset",
     "dataset_source",
     "dataset_version",

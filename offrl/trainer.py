@@ -61,6 +61,11 @@ def git_revision() -> str:
     return offrl.__version__
 
 
+def code_range(revisions: list[str]) -> str:
+    """The revision a run trained under, or "FIRST..LAST" (git's range notation) when it was resumed under newer code."""
+    return revisions[0] if revisions[-1] == revisions[0] else f"{revisions[0]}..{revisions[-1]}"
+
+
 class PhaseClock:
     """Wall-clock per phase (setup, train, eval, checkpoint, log): printed as shares at the end of a run."""
 
@@ -114,6 +119,8 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []  # one record per evaluation
         self.wall_clock = 0.0
+        # Code revisions the run trained under, in order: a run resumed after the code changed reports both ends.
+        self.code_revisions = [spec.get("git_revision", "")]
         self.lock: FileLock | None = None  # the run folder's, held from start()/resume() to the end of fit()
 
     # ---- creating and resuming runs -------------------------------------------------------------
@@ -183,7 +190,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         state = {"step": self.step, "agent": self.agent.checkpoint_state(), "buffer": self.buffer.state_dict(),
                  "history": self.history, "wall_clock": self.wall_clock, "phases": dict(self.clock.totals),
-                 "torch_rng": torch.get_rng_state()}
+                 "torch_rng": torch.get_rng_state(), "code_revisions": self.code_revisions}
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
 
@@ -202,6 +209,11 @@ class Trainer:
         self.wall_clock = state["wall_clock"]
         self.clock = PhaseClock(state.get("phases"))
         torch.set_rng_state(state["torch_rng"])
+        self.code_revisions = list(state.get("code_revisions", self.code_revisions))
+        now = git_revision()
+        if now != self.code_revisions[-1]:
+            self.log(f"the code is now at {now}; the run started at {self.code_revisions[0]} (both are recorded)")
+            self.code_revisions.append(now)
         self.log(f"resumed {self.run_dir} at step {self.step:,}")
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -304,7 +316,7 @@ class Trainer:
             best = self.history[best_i]
             rows.append(dict(
                 date=dt.datetime.now().isoformat(timespec="seconds"), agent=self.spec["agent"],
-                agent_version=self.spec.get("git_revision", ""), dataset=self.dataset.name,
+                agent_version=code_range(self.code_revisions), dataset=self.dataset.name,
                 dataset_source=self.dataset.source, dataset_version=self.dataset.version, seed=seed,
                 steps=self.step, eval_every=self.train_cfg.eval_every, eval_episodes=self.train_cfg.eval_episodes,
                 final_score=final["scores"][i], best_score=best["scores"][i], final_return=final["returns"][i],

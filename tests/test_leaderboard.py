@@ -53,6 +53,14 @@ def test_a_published_board_holds_the_rows_their_summary_and_the_configs_that_rep
                                                 "datasets": "hopper-medium, walker2d-medium", "rows": 9,
                                                 "steps": "100000"}]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["hopper-100k"]  # no staging left
+    assert "resumed under" not in readme  # no run changed code midway
+
+
+def test_a_run_resumed_under_newer_code_shows_both_revisions(tmp_path):
+    rows = [dict(r, agent_version="1111111..2222222") for r in trained_rows(tmp_path)]
+    readme = (lb.publish(rows, "b", root=tmp_path) / "README.md").read_text()
+    assert "| 1111111..2222222 |" in readme
+    assert "code A..B: the run started at revision A and was resumed under B." in readme
 
 
 def test_a_config_that_cannot_be_recovered_is_said_so(tmp_path):

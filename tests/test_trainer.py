@@ -152,3 +152,18 @@ def test_resume_with_another_thread_count_keeps_the_run_yaml(tmp_path, data_dir)
         assert [r["steps"] for r in rows] == [200, 200] and "2 threads" in rows[0]["hardware"]
     finally:
         torch.set_num_threads(1)  # the suite's one thread per test process (conftest)
+
+
+def test_run_resumed_under_newer_code_records_both_revisions(tmp_path, data_dir, monkeypatch):
+    changed, same = _start(tmp_path, "revs", steps=200), _start(tmp_path, "same", steps=200)
+    started_at = changed.spec["git_revision"]
+    changed.fit(stop_at=150)
+    same.fit(stop_at=150)
+    monkeypatch.setattr("offrl.trainer.git_revision", lambda: "f00dcafe")
+    messages = []
+    rows = Trainer.resume(changed.run_dir, log=messages.append).fit()
+    assert {r["agent_version"] for r in rows} == {f"{started_at}..f00dcafe"}
+    assert any("the code is now at f00dcafe" in m for m in messages)
+    # resumed under the code it started with: one revision
+    monkeypatch.setattr("offrl.trainer.git_revision", lambda: started_at)
+    assert {r["agent_version"] for r in Trainer.resume(same.run_dir, log=lambda m: None).fit()} == {started_at}
