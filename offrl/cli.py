@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from offrl.errors import OfflineRLError
+from offrl.errors import OfflineRLError, RunInterrupted
 
 
 def friendly(fn):
@@ -15,6 +15,9 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except RunInterrupted as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
         except OfflineRLError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)

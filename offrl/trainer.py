@@ -7,6 +7,8 @@ run.yaml and continues from the checkpoint; because every random number comes fr
 saved in the checkpoint, the resumed run ends with the same parameters and scores as an uninterrupted one.
 While a process trains in a run folder it holds the folder's .lock (offrl/lock.py): a second `--resume` of the
 same folder stops with a one-line error instead of writing checkpoints and result rows beside the first.
+SIGINT or SIGTERM (offrl/stop.py) ends the loop between two updates with a checkpoint of that step and
+RunInterrupted, which the CLI turns into exit status 128 + the signal's number.
 
 Metrics stay on the device and are read every `log_every` steps (and before every evaluation and
 checkpoint); a NaN or infinite loss stops the run with DivergedError before anything is written as a score.
@@ -33,11 +35,12 @@ from offrl.atomic import atomic_path, write_text_atomic
 from offrl.cache import Cache
 from offrl.compile import UpdateRunner
 from offrl.data import resolve
-from offrl.errors import DivergedError, OfflineRLError
+from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
 from offrl.evaluation import Evaluator
 from offrl.lock import FileLock, Locked
 from offrl.machine import hardware, pick_device, set_threads
 from offrl.replay import TransitionBuffer
+from offrl.stop import StopSignals
 
 
 @dataclass
@@ -62,7 +65,7 @@ def git_revision() -> str:
 
 
 def code_range(revisions: list[str]) -> str:
-    """The revision a run trained under, or "FIRST..LAST" (git's range notation) when it was resumed under newer code."""
+    """The revision a run trained under, or "FIRST..LAST" (git's range notation) if resumed under newer code."""
     return revisions[0] if revisions[-1] == revisions[0] else f"{revisions[0]}..{revisions[-1]}"
 
 
@@ -264,39 +267,53 @@ class Trainer:
         session_start, train_time_start = time.perf_counter(), self.clock.totals["train"]
         steps_start = self.step
         metrics: dict = {}
+        saved_at = self.step  # the step of the newest checkpoint (or of the start)
+
+        def checkpoint():
+            nonlocal session_start, saved_at
+            with self.clock("checkpoint"):
+                self.wall_clock += time.perf_counter() - session_start
+                session_start = time.perf_counter()
+                self.save_checkpoint()
+                saved_at = self.step
+
         self.agent.train()
         try:
-            while self.step < tc.steps:
-                if stop_at is not None and self.step >= stop_at:
-                    return None
-                with self.clock("train"):
-                    self.step += 1
-                    metrics = self.train_step(self.step)
-                boundary = self.step == tc.steps
-                if self.step % tc.log_every == 0 or self.step % tc.eval_every == 0 or boundary \
-                        or self.step % tc.checkpoint_every == 0:
-                    with self.clock("log"):
-                        values = self.check_finite(metrics)
-                        for key, val in values.items():
-                            for seed, v in zip(self.seeds, val):
-                                writer.add_scalar(f"train/{key}/seed{seed}", float(v), self.step)
-                        bar.update(self.step - bar.n)
-                if self.step % tc.eval_every == 0 or boundary:
-                    with self.clock("eval"):
-                        rec = self.evaluate(evaluator)
-                    for seed, sc in zip(self.seeds, rec["scores"]):
-                        writer.add_scalar(f"eval/normalized_score/seed{seed}", sc, self.step)
-                    bar.set_postfix(score=f"{np.mean(rec['scores']):.1f}")
-                    if bar.disable:  # no terminal (a background job, a log file): one line per evaluation
-                        done = self.clock.totals["train"] - train_time_start
-                        rate = (self.step - steps_start) / done if done > 0 else float("nan")
-                        self.log(f"step {self.step:,}/{tc.steps:,}: normalised score "
-                                 f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}, {rate:.1f} updates/s")
-                if self.step % tc.checkpoint_every == 0 or boundary:
-                    with self.clock("checkpoint"):
-                        self.wall_clock += time.perf_counter() - session_start
-                        session_start = time.perf_counter()
-                        self.save_checkpoint()
+            with StopSignals() as stop:
+                while self.step < tc.steps:
+                    if stop_at is not None and self.step >= stop_at:
+                        return None
+                    if stop.requested:  # SIGINT/SIGTERM arrived during the last step: keep it, then end
+                        if saved_at != self.step:
+                            checkpoint()
+                        raise RunInterrupted(f"{stop.name}: stopped at step {self.step:,} and saved a checkpoint of "
+                                             f"it; continue with: offrl run --resume {self.run_dir}", stop.signum)
+                    with self.clock("train"):
+                        self.step += 1
+                        metrics = self.train_step(self.step)
+                    boundary = self.step == tc.steps
+                    if self.step % tc.log_every == 0 or self.step % tc.eval_every == 0 or boundary \
+                            or self.step % tc.checkpoint_every == 0:
+                        with self.clock("log"):
+                            values = self.check_finite(metrics)
+                            for key, val in values.items():
+                                for seed, v in zip(self.seeds, val):
+                                    writer.add_scalar(f"train/{key}/seed{seed}", float(v), self.step)
+                            bar.update(self.step - bar.n)
+                    if self.step % tc.eval_every == 0 or boundary:
+                        with self.clock("eval"):
+                            rec = self.evaluate(evaluator)
+                        for seed, sc in zip(self.seeds, rec["scores"]):
+                            writer.add_scalar(f"eval/normalized_score/seed{seed}", sc, self.step)
+                        bar.set_postfix(score=f"{np.mean(rec['scores']):.1f}")
+                        if bar.disable:  # no terminal (a background job, a log file): one line per evaluation
+                            done = self.clock.totals["train"] - train_time_start
+                            rate = (self.step - steps_start) / done if done > 0 else float("nan")
+                            self.log(f"step {self.step:,}/{tc.steps:,}: normalised score "
+                                     f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}, "
+                                     f"{rate:.1f} updates/s")
+                    if self.step % tc.checkpoint_every == 0 or boundary:
+                        checkpoint()
         finally:
             bar.close()
             writer.close()

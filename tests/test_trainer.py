@@ -1,5 +1,7 @@
 """The run path as a user drives it: `offrl run`, the results rows, `offrl table`, resume, and bad input."""
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ from click.testing import CliRunner
 
 from offrl import results
 from offrl.cli import main
-from offrl.errors import DivergedError, OfflineRLError
+from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
+from offrl.stop import StopSignals
 from offrl.trainer import TrainConfig, Trainer
 
 SMALL = {"hidden": [32, 32]}
@@ -167,3 +170,59 @@ def test_run_resumed_under_newer_code_records_both_revisions(tmp_path, data_dir,
     # resumed under the code it started with: one revision
     monkeypatch.setattr("offrl.trainer.git_revision", lambda: started_at)
     assert {r["agent_version"] for r in Trainer.resume(same.run_dir, log=lambda m: None).fit()} == {started_at}
+
+
+def _signal_at(monkeypatch, step, signum):
+    """Every run's update loop sends `signum` to this process right after update `step`."""
+    from offrl.compile import UpdateRunner
+    update = UpdateRunner.__call__
+
+    def signalling(self, n):
+        out = update(self, n)
+        if n == step:
+            os.kill(os.getpid(), signum)
+        return out
+    monkeypatch.setattr(UpdateRunner, "__call__", signalling)
+
+
+def test_sigterm_stops_a_run_after_the_update_with_a_checkpoint_and_it_resumes_to_the_same_result(
+        tmp_path, data_dir, monkeypatch):
+    full_rows = _start(tmp_path, "full", steps=300).fit()
+    stopped = _start(tmp_path, "stopped", steps=300)
+    before = signal.getsignal(signal.SIGTERM)
+    _signal_at(monkeypatch, 170, signal.SIGTERM)
+    with pytest.raises(RunInterrupted, match="SIGTERM: stopped at step 170 .* --resume") as info:
+        stopped.fit()
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
+    assert torch.load(stopped.checkpoint_path, weights_only=False)["step"] == 170  # no update lost
+    assert not (tmp_path / "stopped").exists()  # no score written
+    monkeypatch.undo()
+    resumed = Trainer.resume(stopped.run_dir, log=lambda m: None)
+    assert resumed.step == 170
+    rows = resumed.fit()
+    assert [r["final_score"] for r in rows] == [r["final_score"] for r in full_rows]
+    assert [r["best_score"] for r in rows] == [r["best_score"] for r in full_rows]
+
+
+def test_ctrl_c_stops_a_cli_run_with_exit_130_and_the_run_resumes(tmp_path, data_dir, monkeypatch):
+    _signal_at(monkeypatch, 120, signal.SIGINT)
+    args = ["run", "--agent", "td3bc", "--env", "pointmass-medium", "--seeds", "0", "--steps", "200",
+            "--eval-every", "100", "--eval-episodes", "2", "--dataset-size", "20000", "--set", "hidden=[32,32]",
+            "--threads", "1", "--out", str(tmp_path), "--name", "ctrl-c"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 130, out.output
+    assert "SIGINT: stopped at step 120" in out.output
+    monkeypatch.undo()
+    again = CliRunner().invoke(main, ["run", "--resume", str(tmp_path / "ctrl-c")])
+    assert again.exit_code == 0, again.output
+    assert "resumed" in again.output and "at step 120" in again.output
+    assert len(results.read_rows(tmp_path / "results.csv")) == 1
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
