@@ -64,7 +64,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
 @click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
 @click.option("--log-every", type=int, help="updates between metric reads [default: 1,000]")
-@click.option("--checkpoint-every", type=int, help="updates between checkpoints [default: 50,000]")
+@click.option("--checkpoint-every", type=int, help="updates between checkpoints [default: 50,000; with --resume, "
+              "the run's own setting]")
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of agent config overrides")
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
@@ -76,16 +77,26 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--results", type=click.Path(), help="results table CSV [default: OUT/results.csv]")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file registering an agent")
 @click.option("--name", "run_name", help="run folder name [default: agent_dataset_time]")
-@click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder")
+@click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder (with --threads "
+              "and --checkpoint-every for this session only; the run's other settings are its own)")
+@click.pass_context
 @friendly
-def run(agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
+def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
         device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
     from offrl.trainer import TrainConfig, Trainer
 
     if resume_dir:
-        trainer = Trainer.resume(resume_dir, threads=threads)
+        fixed = [p.opts[0] for p in ctx.command.params
+                 if p.name not in ("resume_dir", "threads", "checkpoint_every")
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if fixed:
+            raise OfflineRLError(f"{', '.join(fixed)} cannot change a run: with --resume only --threads and "
+                                 f"--checkpoint-every apply (the rest is in {resume_dir}/run.yaml)")
+        if checkpoint_every is not None and checkpoint_every <= 0:
+            raise OfflineRLError(f"--checkpoint-every must be positive, got {checkpoint_every}")
+        trainer = Trainer.resume(resume_dir, threads=threads, checkpoint_every=checkpoint_every)
     else:
         if not agent or not dataset:
             raise OfflineRLError("offrl run needs --agent and --env (or --resume RUN_DIR)")

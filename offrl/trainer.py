@@ -162,10 +162,13 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(cls, run_dir, log=print, threads: int | None = None) -> "Trainer":
+    def resume(cls, run_dir, log=print, threads: int | None = None,
+               checkpoint_every: int | None = None) -> "Trainer":
         """`threads`: this session's CPU thread count instead of the run's (e.g. the run now has the machine to
         itself). The KD-tree and the random streams do not depend on it; float sums in torch's CPU kernels may
-        round differently, so such a run is no longer bit-identical to an uninterrupted one."""
+        round differently, so such a run is no longer bit-identical to an uninterrupted one.
+        `checkpoint_every`: this session's checkpoint interval (a slow run on a machine that may be taken away);
+        it changes nothing the run computes."""
         run_dir = Path(run_dir)
         try:
             spec = yaml.safe_load((run_dir / "run.yaml").read_text())
@@ -173,6 +176,8 @@ class Trainer:
             raise OfflineRLError(f"cannot resume {run_dir}: run.yaml missing or unreadable ({exc})") from None
         if threads is not None:
             spec = dict(spec, threads=threads)  # this session only: run.yaml keeps the run's setting
+        if checkpoint_every is not None:
+            spec = dict(spec, train=dict(spec["train"], checkpoint_every=checkpoint_every))  # likewise
         lock = lock_run_folder(run_dir)  # before the checks: a run finishing now writes result.json
         try:
             if (run_dir / "result.json").exists():

@@ -226,3 +226,25 @@ def test_a_second_ctrl_c_interrupts_at_once():
         assert stop.requested and stop.name == "SIGINT"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_resume_with_another_checkpoint_interval_for_this_session_only(tmp_path, data_dir):
+    killed = _start(tmp_path, "interval", steps=300)  # checkpoints every 100
+    killed.fit(stop_at=150)
+    again = Trainer.resume(killed.run_dir, log=lambda m: None, checkpoint_every=30)
+    assert again.fit(stop_at=170) is None
+    assert torch.load(again.checkpoint_path, weights_only=False)["step"] == 150
+    assert "checkpoint_every: 100" in (killed.run_dir / "run.yaml").read_text()
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path, data_dir):
+    killed = _start(tmp_path, "fixed", steps=200)
+    killed.fit(stop_at=150)
+    out = CliRunner().invoke(main, ["run", "--resume", str(killed.run_dir), "--steps", "500", "--env", "x"])
+    assert out.exit_code == 2
+    assert "--env, --steps cannot change a run: with --resume only --threads and --checkpoint-every apply" \
+        in out.output
+    bad = CliRunner().invoke(main, ["run", "--resume", str(killed.run_dir), "--checkpoint-every", "0"])
+    assert bad.exit_code == 2 and "--checkpoint-every must be positive" in bad.output
+    ok = CliRunner().invoke(main, ["run", "--resume", str(killed.run_dir), "--checkpoint-every", "10"])
+    assert ok.exit_code == 0, ok.output
