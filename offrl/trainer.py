@@ -32,7 +32,7 @@ import offrl
 from offrl import config as cfg
 from offrl import registry
 from offrl.atomic import atomic_path, write_text_atomic
-from offrl.cache import Cache
+from offrl.cache import Cache, dataset_fingerprint
 from offrl.compile import UpdateRunner
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
@@ -106,6 +106,8 @@ class Trainer:
         self.clock = PhaseClock()
         with self.clock("setup"):
             self.dataset = resolve(spec["dataset"], size=spec.get("dataset_size"), log=log)
+            # Checked on resume: a run may continue on another machine, from a dataset rebuilt there.
+            self.dataset_fingerprint = dataset_fingerprint(self.dataset)
             if not self.dataset.has_reference_scores:  # fail now, not after hours of training
                 raise OfflineRLError(f"dataset {self.dataset.name} has no reference scores (ref_min_score/"
                                      "ref_max_score), so no normalised score can be reported; add them to its "
@@ -183,11 +185,11 @@ class Trainer:
             if (run_dir / "result.json").exists():
                 raise OfflineRLError(f"run {run_dir} has already finished (result.json exists)")
             trainer = cls(run_dir, spec, log=log)
+            trainer.load_checkpoint()
         except BaseException:
             lock.release()
             raise
         trainer.lock = lock
-        trainer.load_checkpoint()
         return trainer
 
     # ---- checkpoints ----------------------------------------------------------------------------
@@ -198,7 +200,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         state = {"step": self.step, "agent": self.agent.checkpoint_state(), "buffer": self.buffer.state_dict(),
                  "history": self.history, "wall_clock": self.wall_clock, "phases": dict(self.clock.totals),
-                 "torch_rng": torch.get_rng_state(), "code_revisions": self.code_revisions}
+                 "torch_rng": torch.get_rng_state(), "code_revisions": self.code_revisions,
+                 "dataset_fingerprint": self.dataset_fingerprint}
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
 
@@ -208,6 +211,15 @@ class Trainer:
             return
         try:
             state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        except Exception as exc:
+            raise OfflineRLError(f"checkpoint {self.checkpoint_path} is corrupt: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        started_on = state.get("dataset_fingerprint") if isinstance(state, dict) else None  # absent in checkpoints written before it was kept
+        if started_on is not None and started_on != self.dataset_fingerprint:
+            raise OfflineRLError(f"{self.run_dir} was trained on other data than {self.dataset.name} holds now "
+                                 f"(fingerprint {started_on[:12]}, now {self.dataset_fingerprint[:12]}); "
+                                 "restore the dataset it started on or start a new run")
+        try:
             self.agent.load_checkpoint_state(state["agent"])
             self.buffer.load_state_dict(state["buffer"])
         except Exception as exc:

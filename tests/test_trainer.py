@@ -63,6 +63,19 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir):
     assert len(results.read_rows(tmp_path / "killed")) == 2
 
 
+def test_resume_refuses_a_dataset_that_differs_from_the_one_the_run_started_on(tmp_path, data_dir):
+    # A run moved to another machine resumes on a dataset rebuilt there: it must be the same data.
+    killed = _start(tmp_path, "moved", steps=200)
+    killed.fit(stop_at=150)
+    spec = killed.run_dir / "run.yaml"
+    spec.write_text(spec.read_text().replace("dataset_size: 20000", "dataset_size: 20100"))
+    with pytest.raises(OfflineRLError, match=r"was trained on other data than pointmass-medium holds now "
+                                             r"\(fingerprint [0-9a-f]{12}, now [0-9a-f]{12}\)"):
+        Trainer.resume(killed.run_dir, log=lambda m: None)
+    spec.write_text(spec.read_text().replace("dataset_size: 20100", "dataset_size: 20000"))
+    assert Trainer.resume(killed.run_dir, log=lambda m: None).step == 100
+
+
 def test_cli_resume_continues_a_run(tmp_path, data_dir):
     killed = _start(tmp_path, "cli", steps=300)
     killed.fit(stop_at=150)
