@@ -205,16 +205,18 @@ def leaderboard_show(root, name, fmt):
 @click.option("--title", help="heading of the board's README [default: NAME]")
 @click.option("--notes", help="a paragraph for the README: what the board is for, caveats")
 @click.option("--force", is_flag=True, help="replace a published board of the same name")
+@click.option("--add", is_flag=True, help="add the rows to the published board NAME, keeping what it holds "
+                                          "(its rows, configs, title and notes)")
 @click.pass_obj
 @friendly
-def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, title, notes, force):
+def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, title, notes, force, add):
     """Publish rows of a results table as results/NAME (runs.csv, summary.csv, README.md)."""
     from offrl import leaderboard as lb, results
 
     split = (lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None)
     rows = lb.select(results.read_rows(results_csv), split(agent_names), split(dataset_names))
-    target = lb.publish(rows, name, root=root, title=title, notes=notes, force=force)
-    click.echo(f"published {len(rows)} rows to {target}")
+    target = lb.publish(rows, name, root=root, title=title, notes=notes, force=force, add=add)
+    click.echo(f"{'added' if add else 'published'} {len(rows)} rows to {target}")
 
 
 @main.command()

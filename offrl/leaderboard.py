@@ -8,8 +8,11 @@ A leaderboard is a folder results/NAME/ with three files:
     README.md    the same table in markdown, the shared protocol, where the numbers came from, and the
                  commands that reproduce each row
     configs/     AGENT__DATASET.yaml: each group's full agent configuration, read from its run folder's
-                 run.yaml when that is still there, so that the reproduce command does not depend on
-                 defaults that may have changed since (`offrl run --config` takes it)
+                 run.yaml when that is still there (else kept from the board itself), so that the reproduce
+                 command does not depend on defaults that may have changed since (`offrl run --config` takes it)
+
+Groups that finish later are added with `publish(..., add=True)` (`offrl leaderboard publish --add`): the board
+keeps its rows, configs, title and notes, and refuses seeds it already holds.
 
 A board compares like with like, so `publish` refuses a selection whose rows differ in updates, evaluation
 interval or evaluation episodes, whose (agent, dataset) group mixes agent configurations, or that holds the same
@@ -167,16 +170,59 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         lock.unlink()
 
 
+def _heading(readme_text: str) -> tuple[str | None, str | None]:
+    """(title, notes) of a README that `readme` wrote: the first line's heading and the paragraphs before
+    the score table's explanation."""
+    lines = readme_text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return None, None
+    body = []
+    for line in lines[1:]:
+        if line.startswith("Normalised scores (100 = "):
+            break
+        body.append(line)
+    return lines[0][2:], "\n".join(body).strip() or None
+
+
+def _published_config(board: Path, agent: str, dataset: str, config_hash: str) -> dict | None:
+    """The configuration a published board already holds for a group, if it has the rows' hash."""
+    try:
+        config = yaml.safe_load((board / "configs" / _config_file(agent, dataset)).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) and dict_hash(config) == config_hash else None
+
+
 def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, title: str | None = None,
-            notes: str | None = None, force: bool = False) -> Path:
-    """Writes results/NAME/{runs.csv, summary.csv, README.md, configs/} from `rows`; returns the folder."""
+            notes: str | None = None, force: bool = False, add: bool = False) -> Path:
+    """Writes results/NAME/{runs.csv, summary.csv, README.md, configs/} from `rows`; returns the folder.
+
+    add=True puts `rows` beside those the board already holds (a group that finished after the board was
+    first published), keeping its title and notes unless new ones are given. A group's configuration comes
+    from its run folder's run.yaml or, when that is gone (runs trained on another machine), from the
+    board's own configs/ file with the same hash."""
     if not NAME_PATTERN.match(name):
         raise OfflineRLError(f"leaderboard name {name!r}: use letters, digits, '.', '_' and '-'")
-    check_comparable(rows)
     root = Path(root) if root is not None else results_root()
     target = root / name
+    if add:
+        if not (target / "runs.csv").is_file():
+            raise OfflineRLError(f"no leaderboard {target} to add to (no runs.csv): publish it without --add")
+        held = results.read_rows(target / "runs.csv")
+        on_board = {(r["agent"], r["dataset"], r["seed"]) for r in held}
+        again = sorted({f"{r['agent']} on {r['dataset']}" for r in rows
+                        if (r["agent"], r["dataset"], r["seed"]) in on_board})
+        if again:
+            raise OfflineRLError(f"{', '.join(again)}: seeds already on {target}; publish with --force "
+                                 f"to replace the board")
+        old_title, old_notes = _heading((target / "README.md").read_text() if (target / "README.md").exists()
+                                        else "")
+        title, notes = title or old_title, notes or old_notes
+        rows = held + rows
+        force = True
+    check_comparable(rows)
     if target.exists() and not force:
-        raise OfflineRLError(f"leaderboard {target} exists: pass --force to replace it")
+        raise OfflineRLError(f"leaderboard {target} exists: pass --force to replace it (or --add to add rows)")
     root.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: (r["agent"], r["dataset"], r["seed"]))
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
@@ -185,7 +231,7 @@ def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, 
         write_text_atomic(staging / "summary.csv", results.format_table(results.aggregate(rows), fmt="csv"))
         configs = {}
         for (agent, dataset), g in _groups(rows).items():
-            config = recorded_config(g)
+            config = recorded_config(g) or _published_config(target, agent, dataset, g[0]["config_hash"])
             if config is not None:
                 configs[(agent, dataset)] = _config_file(agent, dataset)
                 write_text_atomic(staging / "configs" / configs[(agent, dataset)],

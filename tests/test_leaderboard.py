@@ -99,6 +99,34 @@ def test_an_existing_board_is_replaced_only_when_asked(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_group_that_finishes_later_is_added_and_the_board_keeps_what_it_held(tmp_path):
+    import shutil
+    root = str(tmp_path / "results")
+    first = trained_rows(tmp_path / "a")
+    lb.publish(first, "b", root=root, title="Board B", notes="Why this board exists.")
+    shutil.rmtree(tmp_path / "a")  # the first group's run folders are gone (trained on another machine)
+    later = trained_rows(tmp_path / "c", "iql", scores=(50.0, 55.0, 60.0))
+    table = tmp_path / "later.csv"
+    append_rows(table, later)
+
+    out = CliRunner().invoke(main, ["leaderboard", "--root", root, "publish", str(table), "b", "--add"])
+    assert out.exit_code == 0, out.output
+    assert "added 3 rows" in out.output
+    board = tmp_path / "results" / "b"
+    assert read_rows(board / "runs.csv") == sorted(first + later, key=lambda r: (r["agent"], r["seed"]))
+    readme = (board / "README.md").read_text()
+    assert readme.startswith("# Board B\n\nWhy this board exists.\n\nNormalised scores")
+    assert "| td3bc | hopper-medium | 3 | 30.00 ± 10.00 |" in readme and "| iql | hopper-medium | 3 |" in readme
+    assert "No run.yaml was left" not in readme  # the first group's config was kept from the board
+    assert sorted(p.name for p in (board / "configs").iterdir()) == ["iql__hopper-medium.yaml",
+                                                                      "td3bc__hopper-medium.yaml"]
+    again = CliRunner().invoke(main, ["leaderboard", "--root", root, "publish", str(table), "b", "--add"])
+    assert again.exit_code == 2 and "iql on hopper-medium: seeds already on" in again.output
+    assert len(read_rows(board / "runs.csv")) == 6
+    with pytest.raises(OfflineRLError, match="no leaderboard .* to add to"):
+        lb.publish(later, "nothing-here", root=root, add=True)
+
+
 def test_names_and_selections_that_match_nothing_are_refused(tmp_path):
     rows = trained_rows(tmp_path)
     with pytest.raises(OfflineRLError, match="leaderboard name"):
