@@ -11,7 +11,8 @@ A leaderboard is a folder results/NAME/ with three files:
                  run.yaml when that is still there (else kept from the board itself), so that the reproduce
                  command does not depend on defaults that may have changed since (`offrl run --config` takes it)
 
-Groups that finish later are added with `publish(..., add=True)` (`offrl leaderboard publish --add`): the board
+Other files in a board's folder (the scripts that train its runs, say) are the authors': publishing again keeps
+them. Groups that finish later are added with `publish(..., add=True)` (`offrl leaderboard publish --add`): the board
 keeps its rows, configs, title and notes, and refuses seeds it already holds.
 
 A board compares like with like, so `publish` refuses a selection whose rows differ in updates, evaluation
@@ -37,6 +38,7 @@ from offrl.errors import OfflineRLError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PROTOCOL_FIELDS = ("steps", "eval_every", "eval_episodes")  # must agree across a whole board
+BOARD_FILES = ("runs.csv", "summary.csv", "README.md", "configs")  # what publish writes; anything else is kept
 
 
 def results_root() -> Path:
@@ -193,6 +195,14 @@ def _published_config(board: Path, agent: str, dataset: str, config_hash: str) -
     return config if isinstance(config, dict) and dict_hash(config) == config_hash else None
 
 
+def _link_or_copy(src, dst) -> None:
+    """A hard link (instant, no space: a kept file may be a large checkpoint), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, title: str | None = None,
             notes: str | None = None, force: bool = False, add: bool = False) -> Path:
     """Writes results/NAME/{runs.csv, summary.csv, README.md, configs/} from `rows`; returns the folder.
@@ -237,6 +247,14 @@ def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, 
                 write_text_atomic(staging / "configs" / configs[(agent, dataset)],
                                   yaml.safe_dump(config, sort_keys=False))
         write_text_atomic(staging / "README.md", readme(name, rows, title, notes, configs))
+        if target.exists():  # files the board's authors keep beside it (scripts, notes) are not publish's to drop
+            for entry in target.iterdir():
+                if entry.name in BOARD_FILES:
+                    continue
+                if entry.is_dir():
+                    shutil.copytree(entry, staging / entry.name, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(entry, staging / entry.name)
         os.chmod(staging, 0o777 & ~current_umask())
         old = None
         if target.exists():

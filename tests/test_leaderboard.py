@@ -105,6 +105,10 @@ def test_a_group_that_finishes_later_is_added_and_the_board_keeps_what_it_held(t
     first = trained_rows(tmp_path / "a")
     lb.publish(first, "b", root=root, title="Board B", notes="Why this board exists.")
     shutil.rmtree(tmp_path / "a")  # the first group's run folders are gone (trained on another machine)
+    board = tmp_path / "results" / "b"
+    (board / "train.sh").write_text("offrl run ...\n")  # the authors' own files beside the board
+    (board / "inflight" / "jobs").mkdir(parents=True)
+    (board / "inflight" / "jobs" / "checkpoint.pt").write_bytes(b"state")
     later = trained_rows(tmp_path / "c", "iql", scores=(50.0, 55.0, 60.0))
     table = tmp_path / "later.csv"
     append_rows(table, later)
@@ -112,12 +116,13 @@ def test_a_group_that_finishes_later_is_added_and_the_board_keeps_what_it_held(t
     out = CliRunner().invoke(main, ["leaderboard", "--root", root, "publish", str(table), "b", "--add"])
     assert out.exit_code == 0, out.output
     assert "added 3 rows" in out.output
-    board = tmp_path / "results" / "b"
     assert read_rows(board / "runs.csv") == sorted(first + later, key=lambda r: (r["agent"], r["seed"]))
     readme = (board / "README.md").read_text()
     assert readme.startswith("# Board B\n\nWhy this board exists.\n\nNormalised scores")
     assert "| td3bc | hopper-medium | 3 | 30.00 ± 10.00 |" in readme and "| iql | hopper-medium | 3 |" in readme
     assert "No run.yaml was left" not in readme  # the first group's config was kept from the board
+    assert (board / "train.sh").read_text() == "offrl run ...\n"
+    assert (board / "inflight" / "jobs" / "checkpoint.pt").read_bytes() == b"state"
     assert sorted(p.name for p in (board / "configs").iterdir()) == ["iql__hopper-medium.yaml",
                                                                       "td3bc__hopper-medium.yaml"]
     again = CliRunner().invoke(main, ["leaderboard", "--root", root, "publish", str(table), "b", "--add"])
