@@ -4,10 +4,11 @@
 #   results/mujoco-medium-100k/start.sh [RUNS_DIR]      (default /work/longruns/runs/campaign)
 #
 # builds the three datasets (a minute or two each; skipped when present), puts back the unfinished runs
-# committed under inflight/ (inflight.sh restore) and starts queue_a.txt and queue_b.txt side by side, one
-# core each, in the background (logs beside RUNS_DIR). Keep RUNS_DIR the same on every machine: a run's
-# run.yaml names its results table by absolute path. Before the machine goes away: inflight.sh save RUNS_DIR,
-# then commit results/mujoco-medium-100k/inflight.
+# committed under inflight/ (inflight.sh restore) and starts queue_a.txt and queue_b.txt side by side in the
+# background, logs beside RUNS_DIR. The queues share the cores; when one runs out of jobs, the other resumes
+# its run on all of them. Keep RUNS_DIR the same on every machine: a run's run.yaml names its results table
+# by absolute path. Before the machine goes away: inflight.sh save RUNS_DIR, then commit
+# results/mujoco-medium-100k/inflight.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 runs=${1:-/work/longruns/runs/campaign}
