@@ -39,6 +39,7 @@ from offrl.errors import OfflineRLError
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PROTOCOL_FIELDS = ("steps", "eval_every", "eval_episodes")  # must agree across a whole board
 BOARD_FILES = ("runs.csv", "summary.csv", "README.md", "configs")  # what publish writes; anything else is kept
+SCORES_INTRO = "Normalised scores (100 = "  # opens the README's first paragraph after the title and notes
 
 
 def results_root() -> Path:
@@ -128,7 +129,7 @@ def readme(name: str, rows: list[dict], title: str | None = None, notes: str | N
     lines = [f"# {title or name}", ""]
     if notes:
         lines += [notes.strip(), ""]
-    lines += [f"Normalised scores (100 = the dataset's reference maximum, 0 = its reference minimum) after "
+    lines += [f"{SCORES_INTRO}the dataset's reference maximum, 0 = its reference minimum) after "
               f"{first['steps']:,} updates, evaluated every {first['eval_every']:,} updates on "
               f"{first['eval_episodes']} episodes. final = the last evaluation, best = the best one; IQM = "
               f"interquartile mean, with its bootstrap CI over seeds.", "",
@@ -180,7 +181,7 @@ def _heading(readme_text: str) -> tuple[str | None, str | None]:
         return None, None
     body = []
     for line in lines[1:]:
-        if line.startswith("Normalised scores (100 = "):
+        if line.startswith(SCORES_INTRO):
             break
         body.append(line)
     return lines[0][2:], "\n".join(body).strip() or None

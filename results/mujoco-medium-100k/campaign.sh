@@ -31,7 +31,9 @@ working() {  # the pids of the queues still working, this one included
     kill -0 "$(cat "$f" 2>/dev/null)" 2>/dev/null && cat "$f"
   done
 }
-threads() { local n; n=$(working | wc -l); echo $(( n > 1 ? (cores / n > 0 ? cores / n : 1) : cores )); }
+threads() {  # cores / working queues, at least one
+  local n t; n=$(working | wc -l); t=$(( cores / (n > 0 ? n : 1) )); echo $(( t > 0 ? t : 1 ))
+}
 finished() {  # rows of agent $1 on dataset $2 in a results table (columns: date,agent,agent_version,dataset,...)
   grep -qs "^[^,]*,$1,[^,]*,$2," "$board/runs.csv" "$runs/results.csv"
 }
