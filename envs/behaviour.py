@@ -278,11 +278,11 @@ def _sb3_kwargs(settings: dict) -> dict:
 
 
 def _make_venv(env_id: str, settings: dict):
-    import gymnasium as gym
+    from offrl.gymenv import make_env
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    venv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
+    venv = DummyVecEnv([lambda: Monitor(make_env(env_id))])
     if settings["normalize"]:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0,
                             gamma=settings[algorithm_of(settings)]["gamma"])

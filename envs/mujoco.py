@@ -27,13 +27,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import warnings
 from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 
 from offrl.atomic import file_sha256
+from offrl.gymenv import make_env
 from offrl.machine import usable_cores
 from offrl.envs.behaviour import (FAMILIES, REFERENCE_EPISODES, REFERENCE_SEED, BehaviourPolicy, UniformPolicy,
                                   env_id_of, evaluate, family_of, policy_dir)
@@ -54,25 +54,9 @@ CHUNK = 100_000
 RECIPE_VERSIONS = {"halfcheetah": "2"}
 
 
-@contextlib.contextmanager
-def _quiet_settotalmass():
-    """gymnasium's half_cheetah.xml uses `settotalmass`, and mujoco 3.17 warns about it on every model load
-    (to stderr and MUJOCO_LOG.TXT in the working directory): harmless, and 32 copies per build. Drop that
-    one message while the envs are made; any other MuJoCo warning becomes a Python warning."""
-    import mujoco
-
-    prev = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda msg: None if "settotalmass" in msg else warnings.warn(f"MuJoCo: {msg}"))
-    try:
-        yield
-    finally:
-        mujoco.set_mju_user_warning(prev)
-
-
 def make_envs(env_id: str, n: int) -> list[gym.Env]:
     """n envs that run_episodes steps one by one: a vector env would also step the idle ones."""
-    with _quiet_settotalmass():
-        return [gym.make(env_id) for _ in range(n)]
+    return [make_env(env_id) for _ in range(n)]
 
 
 def run_episodes(env_id: str, policy, *, episodes: int | None = None, transitions: int | None = None,
@@ -239,8 +223,7 @@ def segment_policy(env_name: str, name: str):
     """The policy a segment name stands for: uniform random actions, or a shipped file (hash-checked)."""
     if name != "random":
         return load_policy(env_name, f"{name}.pt")
-    with _quiet_settotalmass():
-        space = gym.make(env_id_of(env_name)).action_space
+    space = make_env(env_id_of(env_name)).action_space
     return UniformPolicy(space.low, space.high)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from offrl.envs import behaviour, mujoco
+from offrl.gymenv import make_env
 
 pytestmark = pytest.mark.skipif(not mujoco.has_policies("hopper"), reason="hopper behaviour policies not shipped")
 
@@ -259,3 +260,14 @@ def test_sac_policy_file_acts_as_sb3_does(tmp_path):
     a1, a2 = pol.act(obs, np.random.default_rng(5)), pol.act(obs, np.random.default_rng(5))
     np.testing.assert_array_equal(a1, a2)
     assert np.all(np.abs(a1) <= 2.0) and not np.allclose(a1, want, atol=1e-3)
+
+
+def test_halfcheetah_is_made_without_mujocos_settotalmass_warning(tmp_path, monkeypatch, capfd):
+    """gymnasium's half_cheetah.xml makes mujoco warn on every load, to stderr and to MUJOCO_LOG.TXT in the
+    working directory; evaluations make dozens of envs, so make_env drops that one warning."""
+    monkeypatch.chdir(tmp_path)
+    make_env("HalfCheetah-v5").close()
+    assert "settotalmass" not in capfd.readouterr().err
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    gym.make("HalfCheetah-v5").close()  # what the test guards against: plain gym.make does warn
+    assert "settotalmass" in capfd.readouterr().err

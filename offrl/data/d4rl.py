@@ -276,10 +276,12 @@ def to_transitions(data: dict, *, antmaze: bool = False, max_episode_steps: int 
 def _make_gym_env(env: str, zero_contacts: bool):
     import gymnasium as gym
 
+    from offrl.gymenv import make_env
+
     env_id, kwargs = GYM_ENVS[env]
     with warnings.catch_warnings():  # Ant-v4 warns that v5 exists; v5 cannot give D4RL's 111 dims
         warnings.simplefilter("ignore", DeprecationWarning)
-        made = gym.make(env_id, **kwargs)
+        made = make_env(env_id, **kwargs)
     if zero_contacts:
         # mujoco-py 2.x left cfrc_ext at zero, so such files hold zeros there; show the policy the same.
         def zero(o):

@@ -15,6 +15,7 @@ import gymnasium as gym
 from offrl.data import recipes
 from offrl.data.dataset import Dataset, from_arrays
 from offrl.errors import OfflineRLError
+from offrl.gymenv import make_env
 
 Log = Callable[[str], None]
 
@@ -25,13 +26,13 @@ def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str, prov: d
     arrays, meta, _ = load_minari(dataset_id, root=recipes.minari_store())
     env_id = recipe.env_id
     space = gym.spec(env_id)
-    env = gym.make(env_id)
+    env = make_env(env_id)
     low, high = env.action_space.low.tolist(), env.action_space.high.tolist()
     env.close()
     return from_arrays(
         f"{recipe.family}-{level}", arrays, family=recipe.family, source="offrl",
         version=f"{dataset_id}", ref_min_score=float(meta["ref_min_score"]),
-        ref_max_score=float(meta["ref_max_score"]), env_factory=lambda: gym.make(env_id),
+        ref_max_score=float(meta["ref_max_score"]), env_factory=lambda: make_env(env_id),
         provenance=dict(prov, minari_id=dataset_id, action_low=low, action_high=high,
                         max_episode_steps=space.max_episode_steps))
 
