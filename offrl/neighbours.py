@@ -65,6 +65,23 @@ ranges = two runs at different load):
   PRDC-like data: states = standardised random walks (|S| = 11 / 17) times beta = 2, actions = tanh of random walks
   (|A| = 3 / 6); keys = a dataset row with its action part perturbed. Episodes of 1000 steps in all walk data.
 
+Where the KD-tree is slow, and what did not beat it (measured on CPU, 1 thread, the campaign's two runs beside it):
+PRDC on halfcheetah-medium (alpha = 40) drives its actor to the action bounds (90% of the action components of the
+actor at 12k updates are saturated), so its keys sit ~2.4 (median) from the nearest point and the tree takes 2.1-3.3 s
+per 768 keys (3 seeds x 256): PRDC then runs at ~0.5 updates/s. Three exact alternatives were tried on those keys
+(checkpoint at 13k updates; all returned the tree's indices):
+  - a tighter search bound. The key's own dataset row ([beta * s, a] of the batch) is within 1.0017x of the nearest
+    distance for 90% of keys (the nearest point IS the own row for over half of them), but passing it to the tree as
+    `distance_upper_bound` changed nothing (3.30 vs 3.28 s), nor did a ball query of radius |pi(s) - a| / beta on a
+    tree of the 17 states (3.4 s; 520 candidates at the median, 7,000 at q90, 42,000 at most): the tree finds a good
+    candidate fast anyway, and proving no closer point exists is the cost.
+  - k-means clusters (C = 1,000 - 4,000, Lloyd on a sample) searched by brute force, skipping a cluster whose
+    centre is farther than its radius plus that bound: 1.2-1.4 s per 768 keys at C = 1,000 with the own-row bound (a
+    1.9x gain at best), 8 s without it, and 0.75 s where the tree takes 0.01-0.17 s (keys near the data); C = 2,000
+    and 4,000 were slower (2.0 and 4.0 s), and the build costs 12-55 s. In 23 dimensions the clusters' radii (median
+    4.3) exceed the nearest distance, so ~140 of 1,000 clusters (14% of the points) survive the pruning. Not kept: under
+    2x on the one slow case, and slower than the tree on every other.
+
 Keys are cast to float32 (the precision of X) before either search.
 """
 from __future__ import annotations
