@@ -68,7 +68,7 @@ ranges = two runs at different load):
 Where the KD-tree is slow, and what did not beat it (measured on CPU, 1 thread, the campaign's two runs beside it):
 PRDC on halfcheetah-medium (alpha = 40) drives its actor to the action bounds (90% of the action components of the
 actor at 12k updates are saturated), so its keys sit ~2.4 (median) from the nearest point and the tree takes 2.1-3.3 s
-per 768 keys (3 seeds x 256): PRDC then runs at ~0.5 updates/s. Three exact alternatives were tried on those keys
+per 768 keys (3 seeds x 256): PRDC then runs at 0.5-1.2 updates/s. Three exact alternatives were tried on those keys
 (checkpoint at 13k updates; all returned the tree's indices):
   - a tighter search bound. The key's own dataset row ([beta * s, a] of the batch) is within 1.0017x of the nearest
     distance for 90% of keys (the nearest point IS the own row for over half of them), but passing it to the tree as
