@@ -13,6 +13,9 @@ The critic, target smoothing, delayed actor and Polyak updates are TD3+BC's, unc
 Defaults per dataset family follow the official README: halfcheetah α = 40; hopper and walker2d α = 2.5;
 antmaze α = β = 7.5 with rewards 10000·r − 1. β is always explicit (the official argparse default 1.0
 differs from every published command's 2.0).
+α = 40 is tuned to D4RL's halfcheetah data: on offrl's generated halfcheetah-medium, whose actions are narrower,
+it lets the actor leave the data (as it does TD3+BC's) and the score stays near the random policy's, while α = 2.5
+matches TD3+BC (results/mujoco-medium-100k/README.md).
 
 Deviations: the nearest neighbour comes from offrl.neighbours — a KD-tree on CPU (exact, as the
 official scipy KDTree; the query is a host call, which the suite allows only here), and on a GPU an exact
