@@ -68,7 +68,7 @@ ranges = two runs at different load):
 Where the KD-tree is slow, and what did not beat it (measured on CPU, 1 thread, the campaign's two runs beside it):
 PRDC on halfcheetah-medium (alpha = 40) drives its actor to the action bounds (90% of the action components of the
 actor at 12k updates are saturated), so its keys sit ~2.4 (median) from the nearest point and the tree takes 2.1-3.3 s
-per 768 keys (3 seeds x 256): PRDC then runs at 0.5-1.2 updates/s. Three exact alternatives were tried on those keys
+per 768 keys (3 seeds x 256): PRDC then runs at 0.5-1.2 updates/s. Four exact alternatives were tried on those keys
 (checkpoint at 13k updates; all returned the tree's indices):
   - a tighter search bound. The key's own dataset row ([beta * s, a] of the batch) is within 1.0017x of the nearest
     distance for 90% of keys (the nearest point IS the own row for over half of them), but passing it to the tree as
@@ -81,6 +81,11 @@ per 768 keys (3 seeds x 256): PRDC then runs at 0.5-1.2 updates/s. Three exact a
     and 4,000 were slower (2.0 and 4.0 s), and the build costs 12-55 s. In 23 dimensions the clusters' radii (median
     4.3) exceed the nearest distance, so ~140 of 1,000 clusters (14% of the points) survive the pruning. Not kept: under
     2x on the one slow case, and slower than the tree on every other.
+  - a state ball query with a radius tightened by the action part: a point closer than the own row must have
+    beta^2 |ds|^2 <= d0^2 - m^2, m = the distance from pi(s) to the nearest dataset ACTION (a 6-D tree). At 24k updates
+    the radius fell from 2.0 to 1.6 (median) and the median ball held 5 points, but the 6-D search alone took
+    4.1-4.6 s per 768 keys (keys at the action bounds are its worst case too) and the whole query 8.0-9.1 s, vs the
+    tree's 6.5-7.5 s (four processes on the 2 cores). Not kept.
 
 Keys are cast to float32 (the precision of X) before either search.
 """
