@@ -25,6 +25,7 @@ offrl's protocol, not the official 50 episodes every 1,000 steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -38,7 +39,7 @@ class Config(TD3BCConfig):
     beta: float = 2.0  # β: weight of the state part in the neighbour search (README commands: 2.0)
     reward_scale: float = 1.0  # rewards become reward_scale·r + reward_shift (antmaze: 10000, -1)
     reward_shift: float = 0.0
-    nn_method: str = "auto"  # nearest-neighbour method: auto (kdtree on CPU, brute on GPU), kdtree, brute
+    nn_method: Literal["auto", "kdtree", "brute"] = "auto"  # neighbour search; auto: kdtree on CPU, brute on GPU
 
 
 class PRDC(TD3BC):

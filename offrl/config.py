@@ -1,7 +1,8 @@
 """Dataclass configs: paper defaults in code, then per-family defaults, a YAML file, and `--set key=value`.
 
 Every override is checked against the dataclass: an unknown key is an error naming the valid keys, and a
-value is coerced to the field's type (so `--set hidden=[512,512]` and `--set actor_lr=1e-4` both work).
+value is coerced to the field's type (so `--set hidden=[512,512]` and `--set actor_lr=1e-4` both work; a
+`Literal[...]` field accepts only its choices).
 The resolved config is saved in the run folder and hashed into the results row.
 """
 from __future__ import annotations
@@ -40,6 +41,10 @@ def _coerce(value, annotation, key: str):
         return value
     if annotation in (str, "str"):
         return str(value)
+    if origin is typing.Literal:  # a closed set of choices, e.g. Literal["auto", "kdtree", "brute"]
+        if value not in args:
+            raise OfflineRLError(f"config key {key}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
     if origin in (tuple, list) or annotation in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise OfflineRLError(f"config key {key}: expected a list, got {value!r}")

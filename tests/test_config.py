@@ -22,6 +22,13 @@ def test_overrides_are_coerced_and_checked(tmp_path):
         cfg.parse_set(["alpha"])
 
 
+def test_a_literal_field_accepts_only_its_choices():
+    c = cfg.resolve_config(registry.get("prdc"), "hopper", overrides={"nn_method": "brute"})
+    assert c.nn_method == "brute"
+    with pytest.raises(OfflineRLError, match="nn_method: expected one of auto, kdtree, brute, got 'foo'"):
+        cfg.apply(c, {"nn_method": "foo"})
+
+
 def test_hash_changes_with_the_config():
     info = registry.get("td3bc")
     a = cfg.resolve_config(info, "hopper")
