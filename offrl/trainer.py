@@ -142,6 +142,8 @@ class Trainer:
         info = registry.get(agent)
         family = resolve_family(dataset)
         agent_cfg = cfg.resolve_config(info, family, config_file, overrides)
+        if agent_cfg.batch_size <= 0:  # every agent's config has one: the trainer's buffer samples it per seed
+            raise OfflineRLError(f"config key batch_size must be positive, got {agent_cfg.batch_size}")
         train = train or TrainConfig()
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = run_name or f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{stamp}"

@@ -48,6 +48,13 @@ def test_hopper_registered_with_d4rl_sizes():
     assert set(r.provenance["behaviour_policies"]) >= {"expert.pt", "medium.pt", "replay_00.pt"}
 
 
+def test_a_size_below_one_transition_is_refused_before_any_work():
+    from offrl.data import resolve
+    from offrl.errors import OfflineRLError
+    with pytest.raises(OfflineRLError, match="positive number of transitions, got 0"):
+        resolve("offrl:hopper-medium", size=0, log=lambda msg: None)
+
+
 def test_hopper_medium_shape_and_size(hopper_medium):
     ds = hopper_medium
     assert ds.observations.shape == (SIZE, 11) and ds.actions.shape == (SIZE, 3)

@@ -62,6 +62,8 @@ def split_name(name: str) -> tuple[Recipe, str] | None:
 
 
 def minari_id(recipe: Recipe, level: str, size: int | None = None) -> str:
+    if size is not None and size <= 0:  # every path to a generated dataset names it here first
+        raise OfflineRLError(f"a dataset size must be a positive number of transitions, got {size}")
     tag = level if size is None or size == recipe.default_size[level] else f"{level}-n{size}"
     return f"offrl/{recipe.family}/{tag}-v{recipe.version}"
 
@@ -83,8 +85,8 @@ def build(recipe: Recipe, level: str, size: int | None = None, seed: int = 0, fo
     """Generate and store one dataset; returns its Minari id. Deterministic in (recipe, level, size, seed);
     `workers` (for a parallel recipe) changes only the speed. One process builds a dataset at a time: another
     that needs it waits, then uses what the first built (offrl/lock.py)."""
-    size = size or recipe.default_size[level]
     dataset_id = minari_id(recipe, level, size)
+    size = recipe.default_size[level] if size is None else size
     if is_built(dataset_id) and not force:
         return dataset_id
     lock = FileLock(datasets_dir() / ".locks" / f"{dataset_id.replace('/', '_')}.lock")
