@@ -15,7 +15,7 @@ steps, evaluates each (10 episodes with fixed seeds, with the mean action and wi
 A policy file holds only what inference needs, as plain tensors in a dict (see `extract_policy`): the policy
 MLP, the action head, the log std (PPO: a state-independent vector; SAC: a linear head, clamped as SB3 does)
 and the observation normaliser's statistics. `BehaviourPolicy` loads one and acts on a batch of observations
-with torch: the mean action, or a Gaussian sample drawn from a numpy Generator the caller seeds; PPO's is
+in float64 with arithmetic that gives the same bits on every CPU (see `portable_affine`): the mean action, or a Gaussian sample drawn from a numpy Generator the caller seeds; PPO's is
 clipped to the action box (SB3 clips the same way when it acts in an env), SAC's goes through tanh and is
 scaled to the box. D4RL collected its data with the stochastic policy, and so do the recipes.
 
@@ -27,6 +27,7 @@ env and seed continues from there (bit-for-bit reproducibility then holds per un
 from __future__ import annotations
 
 import json
+import math
 import platform
 import shutil
 import time
@@ -120,34 +121,59 @@ def versions() -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # The shipped policy
 # ---------------------------------------------------------------------------------------------------------
+# The recipes promise the same dataset, bit for bit, on any machine: a run that moves rebuilds its dataset and
+# resumes only on identical data (its fingerprint). The policy acts at every step and MuJoCo's dynamics are
+# chaotic, so one ulp of difference in an action changes the rest of the episode. Kernels that choose their code
+# by the CPU they run on break that: torch's float32 linear (MKL's sgemm gives other bits with AVX-512, AVX2 or
+# SSE4.2), numpy's tanh / exp / log1p (their SIMD versions differ between AVX-512, AVX2 and the baseline), BLAS
+# dot products. Measured on one machine: MKL's AVX2 path alone changed halfcheetah-medium's fingerprint and its
+# behaviour return (1592.7 -> 1580.8). So the forward pass uses only IEEE-754 multiplies and adds in a fixed order
+# (exactly rounded, the same on every CPU) and the C library's scalar tanh and exp.
+_scalar_tanh, _scalar_exp = np.frompyfunc(math.tanh, 1, 1), np.frompyfunc(math.exp, 1, 1)
+
+
+def portable_affine(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x @ w.T + b for float64 x [n, in], w [out, in], b [out], summed over `in` in index order."""
+    out = np.repeat(b[None, :], len(x), axis=0)
+    for j in range(w.shape[1]):
+        out += x[:, j, None] * w[None, :, j]
+    return out
+
+
+def portable_tanh(x: np.ndarray) -> np.ndarray:
+    return _scalar_tanh(x).astype(np.float64)
+
+
+def portable_exp(x: np.ndarray) -> np.ndarray:
+    return _scalar_exp(x).astype(np.float64)
+
+
 class BehaviourPolicy:
     """A Gaussian policy as SB3 acts with it in the env: normalise obs, MLP, mean action, + exp(log_std) noise;
     then PPO clips to the box, SAC squashes with tanh and scales to the box (`squash`)."""
 
     def __init__(self, state: dict):
-        import torch
         if state.get("format") != POLICY_FORMAT:
             raise ValueError(f"not an offrl behaviour policy (format {state.get('format')!r})")
         self.state = state
         self.env_id = state["env_id"]
         self.step = int(state["step"])
-        self.hidden = [(state[f"pi.{i}.weight"].float(), state[f"pi.{i}.bias"].float())
+        # float64 copies (not views: pickling the policy to a worker process would move the tensors under a view)
+        f64 = lambda t: t.double().numpy().copy()  # noqa: E731
+        self.hidden = [(f64(state[f"pi.{i}.weight"]), f64(state[f"pi.{i}.bias"]))
                        for i in range(int(state["n_hidden"]))]
-        self.mu = (state["mu.weight"].float(), state["mu.bias"].float())
-        self.activation = {"tanh": torch.tanh, "relu": torch.relu}[state["activation"]]
+        self.mu = (f64(state["mu.weight"]), f64(state["mu.bias"]))
+        self.activation = {"tanh": portable_tanh, "relu": lambda x: np.maximum(x, 0.0)}[state["activation"]]
         self.squash = bool(state.get("squash", False))
         if self.squash:  # SAC: log std from its own linear head on the last hidden layer
-            self.log_std_head = (state["log_std.weight"].float(), state["log_std.bias"].float())
+            self.log_std_head = (f64(state["log_std.weight"]), f64(state["log_std.bias"]))
             self.log_std_range = (float(state["log_std_min"]), float(state["log_std_max"]))
         else:  # PPO: one learned vector
-            self.std = state["log_std"].double().exp().numpy()
-        # Copies, not views: pickling the policy to a worker process would move the tensors under a view.
-        self.obs_mean = None if state["obs_mean"] is None else state["obs_mean"].double().numpy().copy()
-        self.obs_scale = None if state["obs_var"] is None else np.sqrt(state["obs_var"].double().numpy()
-                                                                       + float(state["obs_eps"]))
+            self.std = portable_exp(f64(state["log_std"]))
+        self.obs_mean = None if state["obs_mean"] is None else f64(state["obs_mean"])
+        self.obs_scale = None if state["obs_var"] is None else np.sqrt(f64(state["obs_var"]) + float(state["obs_eps"]))
         self.obs_clip = float(state["obs_clip"])
-        self.low = state["action_low"].double().numpy().copy()
-        self.high = state["action_high"].double().numpy().copy()
+        self.low, self.high = f64(state["action_low"]), f64(state["action_high"])
         self.obs_dim = self.hidden[0][0].shape[1]
         self.act_dim = self.mu[0].shape[0]
 
@@ -158,24 +184,21 @@ class BehaviourPolicy:
 
     def _gaussian(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of the pre-clip / pre-tanh Gaussian, [n, act_dim] each, for observations [n, obs_dim]."""
-        import torch
-        import torch.nn.functional as F
         obs = np.asarray(obs, np.float64)
         if self.obs_mean is not None:
             obs = np.clip((obs - self.obs_mean) / self.obs_scale, -self.obs_clip, self.obs_clip)
-        with torch.no_grad():
-            x = torch.as_tensor(obs, dtype=torch.float32)
-            for w, b in self.hidden:
-                x = self.activation(F.linear(x, w, b))
-            mu = F.linear(x, *self.mu).numpy().astype(np.float64)
-            if not self.squash:
-                return mu, np.broadcast_to(self.std, mu.shape)
-            log_std = F.linear(x, *self.log_std_head).clamp(*self.log_std_range)
-            return mu, log_std.double().exp().numpy()
+        x = obs
+        for w, b in self.hidden:
+            x = self.activation(portable_affine(x, w, b))
+        mu = portable_affine(x, *self.mu)
+        if not self.squash:
+            return mu, np.broadcast_to(self.std, mu.shape)
+        log_std = np.clip(portable_affine(x, *self.log_std_head), *self.log_std_range)
+        return mu, portable_exp(log_std)
 
     def _to_box(self, a: np.ndarray) -> np.ndarray:
         if self.squash:  # tanh into [-1, 1], then SB3's affine map onto the box
-            a = self.low + 0.5 * (np.tanh(a) + 1.0) * (self.high - self.low)
+            a = self.low + 0.5 * (portable_tanh(a) + 1.0) * (self.high - self.low)
         return np.clip(a, self.low, self.high).astype(np.float32)
 
     def mean(self, obs: np.ndarray) -> np.ndarray:

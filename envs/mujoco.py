@@ -50,8 +50,10 @@ CHUNK = 100_000
 # Dataset versions, part of every Minari id (offrl/<family>/<level>-v<N>): a change of the data -- rollout scheme
 # or shipped policies -- gets a new version, so a dataset built before the change is never taken for the new one.
 # 1: chunked rollouts seeded by policy name (0 seeded them by segment position). halfcheetah 2: policies
-# retrained to 1M PPO steps (1 used the 300k-step run).
-RECIPE_VERSIONS = {"halfcheetah": "2"}
+# retrained to 1M PPO steps (1 used the 300k-step run). hopper/walker2d/ant 2, halfcheetah 3: the policies act
+# with CPU-independent arithmetic (envs/behaviour.py); before, torch's float32 matmul gave other data on another
+# CPU, so a dataset rebuilt on a new machine could not resume a run.
+RECIPE_VERSIONS = {"hopper": "2", "halfcheetah": "3", "walker2d": "2", "ant": "2"}
 
 
 def make_envs(env_id: str, n: int) -> list[gym.Env]:

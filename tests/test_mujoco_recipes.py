@@ -97,6 +97,62 @@ def test_build_is_deterministic(hopper_medium):
     assert not np.array_equal(np.concatenate([e["actions"] for e in c]), hopper_medium.actions)
 
 
+# hopper-medium at SIZE transitions (dataset seed 0) from the shipped policies. Pinned because the recipes promise
+# the same bits on every machine: a run moved to another one rebuilds its dataset and resumes only on identical
+# data. Before the policies acted with CPU-independent arithmetic, this build gave a different fingerprint with
+# MKL's default, AVX2 and SSE4.2 code paths on one machine.
+HOPPER_MEDIUM_FINGERPRINT = "9b0e105f1393cbc30a38c2e6c29b092a53e0116ccfcb04e7da7d037eeafcf346"
+
+# Environment variables that make MKL (torch's matmul), numpy's SIMD functions and OpenBLAS take the code paths of
+# older CPUs: a process started with them computes as such a machine would.
+OLDER_CPUS = [{"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OPENBLAS_CORETYPE": "Prescott"},
+              {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+               "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512CD AVX512_SKX AVX512_CLX "
+                                           "AVX512_CNL"},
+              {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR AVX2 FMA3 AVX512F AVX512CD "
+                                           "AVX512_SKX AVX512_CLX AVX512_CNL", "ATEN_CPU_CAPABILITY": "default"}]
+
+FINGERPRINT_AND_ACTIONS = f"""
+import hashlib, numpy as np
+from offrl.cache import dataset_fingerprint
+from offrl.data import resolve
+from offrl.envs import behaviour, mujoco
+print(dataset_fingerprint(resolve("offrl:hopper-medium", size={SIZE}, log=lambda msg: None)))
+for family in behaviour.FAMILIES:
+    if mujoco.has_policies(family):
+        pol = mujoco.load_policy(family, "medium.pt")
+        obs = np.random.default_rng(0).normal(size=(64, pol.obs_dim))
+        print(family, hashlib.sha256(pol.act(obs, np.random.default_rng(1)).tobytes()).hexdigest())
+"""
+
+
+def fingerprint_and_actions(data_dir, **env_vars) -> list[str]:
+    """What FINGERPRINT_AND_ACTIONS prints, in a new process with these environment variables."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "OFFRL_DATA_DIR": str(data_dir), **env_vars}
+    out = subprocess.run([sys.executable, "-c", FINGERPRINT_AND_ACTIONS], env=env, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def on_this_cpu(tmp_path_factory):
+    return fingerprint_and_actions(tmp_path_factory.mktemp("this_cpu"))
+
+
+def test_generated_data_is_pinned_bit_for_bit(hopper_medium, on_this_cpu):
+    from offrl.cache import dataset_fingerprint
+    assert dataset_fingerprint(hopper_medium) == on_this_cpu[0] == HOPPER_MEDIUM_FINGERPRINT
+    assert len(on_this_cpu) == 1 + sum(mujoco.has_policies(f) for f in behaviour.FAMILIES)
+
+
+@pytest.mark.parametrize("cpu", OLDER_CPUS, ids=["sse4.2", "avx2", "baseline-numpy"])
+def test_policies_and_data_do_not_depend_on_the_cpus_instruction_set(cpu, on_this_cpu, tmp_path):
+    assert fingerprint_and_actions(tmp_path, **cpu) == on_this_cpu
+
+
 @pytest.mark.parametrize("level", ["medium-replay", "medium-expert", "random"])
 def test_other_levels_exact_size(level):
     eps = mujoco.build_episodes("hopper", level, 2_001, 0, workers=1, progress=False)
