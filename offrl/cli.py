@@ -207,16 +207,19 @@ def leaderboard_show(root, name, fmt):
 @click.option("--force", is_flag=True, help="replace a published board of the same name")
 @click.option("--add", is_flag=True, help="add the rows to the published board NAME, keeping what it holds "
                                           "(its rows, configs, title and notes)")
+@click.option("--replace", is_flag=True, help="like --add, but the rows replace the board's rows of the same "
+                                              "agent and dataset (a group trained again)")
 @click.pass_obj
 @friendly
-def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, title, notes, force, add):
+def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, title, notes, force, add, replace):
     """Publish rows of a results table as results/NAME (runs.csv, summary.csv, README.md)."""
     from offrl import leaderboard as lb, results
 
     split = (lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None)
     rows = lb.select(results.read_rows(results_csv), split(agent_names), split(dataset_names))
-    target = lb.publish(rows, name, root=root, title=title, notes=notes, force=force, add=add)
-    click.echo(f"{'added' if add else 'published'} {len(rows)} rows to {target}")
+    target = lb.publish(rows, name, root=root, title=title, notes=notes, force=force, add=add, replace=replace)
+    click.echo(f"{'added' if add else 'replaced with' if replace else 'published'} {len(rows)} rows "
+               f"{'in' if replace else 'to'} {target}")
 
 
 @main.command()

@@ -13,7 +13,9 @@ A leaderboard is a folder results/NAME/ with three files:
 
 Other files in a board's folder (the scripts that train its runs, say) are the authors': publishing again keeps
 them. Groups that finish later are added with `publish(..., add=True)` (`offrl leaderboard publish --add`): the board
-keeps its rows, configs, title and notes, and refuses seeds it already holds.
+keeps its rows, configs, title and notes, and refuses seeds it already holds. A group trained again (on a new
+version of its dataset, say) replaces the board's rows of the same agent and dataset with `replace=True`
+(`--replace`); the board's other groups, title and notes stay.
 
 A board compares like with like, so `publish` refuses a selection whose rows differ in updates, evaluation
 interval or evaluation episodes, whose (agent, dataset) group mixes agent configurations, or that holds the same
@@ -205,21 +207,28 @@ def _link_or_copy(src, dst) -> None:
 
 
 def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, title: str | None = None,
-            notes: str | None = None, force: bool = False, add: bool = False) -> Path:
+            notes: str | None = None, force: bool = False, add: bool = False, replace: bool = False) -> Path:
     """Writes results/NAME/{runs.csv, summary.csv, README.md, configs/} from `rows`; returns the folder.
 
     add=True puts `rows` beside those the board already holds (a group that finished after the board was
-    first published), keeping its title and notes unless new ones are given. A group's configuration comes
+    first published), keeping its title and notes unless new ones are given. replace=True does the same after
+    dropping the board's rows of every (agent, dataset) group that `rows` hold. A group's configuration comes
     from its run folder's run.yaml or, when that is gone (runs trained on another machine), from the
     board's own configs/ file with the same hash."""
     if not NAME_PATTERN.match(name):
         raise OfflineRLError(f"leaderboard name {name!r}: use letters, digits, '.', '_' and '-'")
     root = Path(root) if root is not None else results_root()
     target = root / name
-    if add:
+    if add and replace:
+        raise OfflineRLError("give --add or --replace, not both")
+    if add or replace:
         if not (target / "runs.csv").is_file():
-            raise OfflineRLError(f"no leaderboard {target} to add to (no runs.csv): publish it without --add")
+            raise OfflineRLError(f"no leaderboard {target} to add to (no runs.csv): publish it without "
+                                 f"{'--add' if add else '--replace'}")
         held = results.read_rows(target / "runs.csv")
+        if replace:
+            groups = {(r["agent"], r["dataset"]) for r in rows}
+            held = [r for r in held if (r["agent"], r["dataset"]) not in groups]
         on_board = {(r["agent"], r["dataset"], r["seed"]) for r in held}
         again = sorted({f"{r['agent']} on {r['dataset']}" for r in rows
                         if (r["agent"], r["dataset"], r["seed"]) in on_board})

@@ -132,6 +132,30 @@ def test_a_group_that_finishes_later_is_added_and_the_board_keeps_what_it_held(t
         lb.publish(later, "nothing-here", root=root, add=True)
 
 
+def test_a_group_trained_again_replaces_its_rows_and_the_board_keeps_the_others(tmp_path):
+    root = str(tmp_path / "results")
+    kept = trained_rows(tmp_path / "a", "iql", scores=(50.0, 55.0, 60.0))
+    old = trained_rows(tmp_path / "a", "td3bc", scores=(20.0, 30.0, 40.0))
+    lb.publish(kept + old, "b", root=root, title="Board B", notes="Why this board exists.")
+    new = [dict(r, dataset_version="offrl/hopper/medium-v2") for r in trained_rows(tmp_path / "c", "td3bc",
+                                                                                   scores=(60.0, 61.0, 62.0))]
+    table = tmp_path / "again.csv"
+    append_rows(table, new)
+
+    out = CliRunner().invoke(main, ["leaderboard", "--root", root, "publish", str(table), "b", "--replace"])
+    assert out.exit_code == 0, out.output
+    assert "replaced with 3 rows in" in out.output
+    board = tmp_path / "results" / "b"
+    assert read_rows(board / "runs.csv") == sorted(kept + new, key=lambda r: (r["agent"], r["seed"]))
+    readme = (board / "README.md").read_text()
+    assert readme.startswith("# Board B\n\nWhy this board exists.\n\nNormalised scores")
+    assert "| td3bc | hopper-medium | 3 | 61.00 ± 1.00 |" in readme and "20.00" not in readme
+    both = CliRunner().invoke(main, ["leaderboard", "--root", root, "publish", str(table), "b", "--replace", "--add"])
+    assert both.exit_code == 2 and "not both" in both.output
+    with pytest.raises(OfflineRLError, match="without --replace"):
+        lb.publish(new, "nothing-here", root=root, replace=True)
+
+
 def test_names_and_selections_that_match_nothing_are_refused(tmp_path):
     rows = trained_rows(tmp_path)
     with pytest.raises(OfflineRLError, match="leaderboard name"):
