@@ -334,3 +334,8 @@ def test_halfcheetah_is_made_without_mujocos_settotalmass_warning(tmp_path, monk
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     gym.make("HalfCheetah-v5").close()  # what the test guards against: plain gym.make does warn
     assert "settotalmass" in capfd.readouterr().err
+    (tmp_path / "MUJOCO_LOG.TXT").unlink()
+    from offrl.data import recipes
+    recipes.build(*recipes.split_name("halfcheetah-medium"), size=1_000, workers=1)  # minari makes envs too
+    assert "settotalmass" not in capfd.readouterr().err
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

@@ -21,6 +21,7 @@ import numpy as np
 
 from offrl.atomic import file_sha256
 from offrl.errors import OfflineRLError
+from offrl.gymenv import quiet_mujoco
 from offrl.lock import FileLock
 from offrl.paths import datasets_dir
 
@@ -127,7 +128,7 @@ def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, wo
     try:
         with minari_root(tmp_root):
             import warnings
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), quiet_mujoco():  # minari makes the env itself, twice
                 warnings.simplefilter("ignore")
                 minari.create_dataset_from_buffers(
                     dataset_id, buffers, env=recipe.env_id, algorithm_name=f"offrl-recipe:{level}",
