@@ -5,9 +5,9 @@
 #
 # QUEUE has one "agent dataset" pair a line. Each job trains seeds 0,1,2 for 100k updates (the board's
 # protocol) in RUNS_DIR/<agent>_<dataset> and appends its rows to RUNS_DIR/results.csv. A job whose folder
-# holds a checkpoint is resumed; a finished one is skipped: its folder has a `done` file, or its rows are
-# on the board (runs.csv beside the queue file) or in RUNS_DIR/results.csv (which inflight.sh carries between
-# machines).
+# holds a checkpoint is resumed; a finished one is skipped: its folder has a `done` file, or its rows on the
+# dataset's current version are on the board (runs.csv beside the queue file) or in RUNS_DIR/results.csv (which
+# inflight.sh carries between machines).
 #
 # Several queues can run side by side; they share the machine's cores. Each working queue holds a file in
 # RUNS_DIR/.queues (its pid) and starts or resumes a job with cores / (working queues) torch threads. A queue
@@ -34,8 +34,11 @@ working() {  # the pids of the queues still working, this one included
 threads() {  # cores / working queues, at least one
   local n t; n=$(working | wc -l); t=$(( cores / (n > 0 ? n : 1) )); echo $(( t > 0 ? t : 1 ))
 }
-finished() {  # rows of agent $1 on dataset $2 in a results table (columns: date,agent,agent_version,dataset,...)
-  grep -qs "^[^,]*,$1,[^,]*,$2," "$board/runs.csv" "$runs/results.csv"
+finished() {  # rows of agent $1 on dataset $2, as the recipe now builds it, in a results table (columns:
+  # date,agent,agent_version,dataset,dataset_source,dataset_version,...): rows on an older version don't count
+  local id
+  id=$(python -c "from offrl.data import recipes; r, l = recipes.split_name('$2'); print(recipes.minari_id(r, l))")
+  grep -qs "^[^,]*,$1,[^,]*,$2,[^,]*,$id," "$board/runs.csv" "$runs/results.csv"
 }
 while read -r agent env <&3; do
   [[ -z "$agent" || "$agent" == \#* ]] && continue

@@ -3,7 +3,7 @@
 #
 #   results/mujoco-medium-100k/start.sh [RUNS_DIR]      (default /work/longruns/runs/campaign)
 #
-# builds the three datasets (a minute or two each; skipped when present), puts back the unfinished runs
+# builds the queues' datasets (a minute or two each; skipped when present), puts back the unfinished runs
 # committed under inflight/ (inflight.sh restore) and starts queue_a.txt and queue_b.txt side by side in the
 # background, logs beside RUNS_DIR. The queues share the cores; when one runs out of jobs, the other resumes
 # its run on all of them. Keep RUNS_DIR the same on every machine: a run's run.yaml names its results table
@@ -13,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 runs=${1:-/work/longruns/runs/campaign}
 mkdir -p "$runs"
-offrl datasets build hopper-medium walker2d-medium halfcheetah-medium
+offrl datasets build $(cat "$here"/queue_*.txt | grep -v '^#' | awk '{print $2}' | sort -u)
 "$here/inflight.sh" restore "$runs"
 # bash reads a script as it runs it: the queues run a copy, so that editing campaign.sh cannot upset them
 cp "$here/campaign.sh" "$runs/.campaign.sh"
