@@ -52,13 +52,43 @@ def _check(x, keys, ref_d2, ref_i, idx):
     assert np.all(~mismatch | tie), f"{(mismatch & ~tie).sum()} keys got a farther neighbour"
 
 
-@pytest.mark.parametrize("method", ["kdtree", "brute"])
+@pytest.mark.parametrize("method", ["kdtree", "brute", "blocks"])
 def test_matches_ckdtree(case, method):
     x, keys, ref_d2, ref_i = case
-    # chunk_rows 30 000 leaves a padded last chunk (100 000 = 3 x 30 000 + 10 000)
-    nn = NearestNeighbours(torch.from_numpy(x), method=method, chunk_rows=30_000)
-    assert nn.method == method
+    # chunk_rows 30 000 leaves a padded last chunk (100 000 = 3 x 30 000 + 10 000); "blocks" sends every key to
+    # the kdtree method's block scan (near_radius 0), in 1 024-row blocks (the last one padded)
+    nn = NearestNeighbours(torch.from_numpy(x), method="kdtree" if method == "blocks" else method,
+                           chunk_rows=30_000, **({"near_radius": 0.0, "block_rows": 1024} if method == "blocks" else {}))
     _check(x, keys, ref_d2, ref_i, nn.query(torch.from_numpy(keys)))
+
+
+@pytest.mark.parametrize("kind,d", [("random", 23), ("walks", 14)])
+def test_keys_far_from_the_data_match_ckdtree(kind, d):
+    """Keys a standard deviation away from the data in every coordinate (an actor at its action bounds puts PRDC's
+    keys there): the tree answers those within near_radius, the block scan the rest."""
+    rng = np.random.default_rng(5)
+    x = (_random if kind == "random" else _trajectories)(rng, 20_000, d)
+    keys = (x[rng.integers(0, len(x), 256)] + rng.standard_normal((256, d))).astype(np.float32)
+    keys[:64] = x[:64] + 1e-3  # and some near it
+    ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
+    nn = NearestNeighbours(torch.from_numpy(x), "kdtree")
+    assert 0 < nn.near_radius < np.median(ref_d)  # both paths are taken
+    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
+
+
+def test_block_scan_gives_an_exact_tie_to_the_lowest_row():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5_000, 3)).astype(np.float32)
+    copies = rng.choice(len(x), size=(200, 3), replace=False)  # triples of rows holding the same point
+    for a, b, c in copies:
+        x[b] = x[c] = x[a]
+    nn = NearestNeighbours(torch.from_numpy(x), "kdtree", near_radius=0.0, block_rows=64)
+    # the tree stores the points in its own order, so the lowest copy is often not the first one scanned
+    position = np.empty_like(nn._order)
+    position[nn._order] = np.arange(len(x))
+    assert sum(position[c].argmin() != c.argmin() for c in copies) > 50
+    got = nn.query(torch.from_numpy(x[copies[:, 0]] + 1e-4)).numpy()
+    np.testing.assert_array_equal(got, copies.min(1))
 
 
 def test_leading_dims_and_query_blocks(case):
@@ -76,6 +106,8 @@ def test_auto_and_small_sets():
     rng = np.random.default_rng(3)
     x = _random(rng, 5, 3)
     assert NearestNeighbours(torch.from_numpy(x)).method == "kdtree"  # CPU
+    one = NearestNeighbours(torch.zeros(1, 3), "kdtree")  # no spacing to measure: every key to the tree
+    assert one.near_radius == np.inf and one.query(torch.ones(2, 3)).tolist() == [0, 0]
     nn = NearestNeighbours(torch.from_numpy(x), "brute", candidates=8, chunk_rows=2)  # N < m, padded chunks
     keys = torch.from_numpy(x[[4, 0, 2]] + 1e-3)
     assert nn.query(keys).tolist() == [4, 0, 2]
