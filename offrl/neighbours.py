@@ -43,14 +43,17 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   The tree is fast for keys near the data and slow for keys far from it (below), so it is asked only for a
   neighbour within `near_radius` (a bounded query, cheap either way; default 0.75 x the median distance from a
   point of X to its nearest other point, over 256 of them); the keys with none that close go to `BlockScan`, an
-  exact scan of the tree-ordered points in blocks of 2,048 rows that skips every block whose bounding box is
+  exact scan of the tree-ordered points in blocks of 4,096 rows that skips every block whose bounding box is
   farther than the best point found so far (see the class). On PRDC halfcheetah-medium's keys at alpha = 40
   (actor at 1k updates, 96% of its action components at the bounds; neighbours 1.75-3.1 away, the points' own
   spacing 1.38), 768 keys took 2.0-2.5 s in the tree alone, 0.58-0.80 s with the block scan (0.69 s with every key
   sent to it); a trained TD3+BC actor's keys (neighbours 0.2-0.8 away) 0.014-0.036 s either way, and 0.57-0.75 s
   had they all gone to the block scan, hence the radius (factor 0.25 / 0.5 / 0.75 / 1: 0.64 / 0.59 / 0.60 / 0.77 s
   on the far keys, 0.40 / 0.054 / 0.028 / 0.024 s on the near ones); indices identical to the tree's on all
-  6,144 keys (one thread, two training runs beside it).
+  6,144 keys (one thread, two training runs beside it; 2,048-row blocks). On the idle machine (Intel Xeon, 2
+  cores), medians over 4 x 768 far keys: tree 1.48 s (one worker) / 0.74-0.89 s (two); tree + block scan with
+  2,048 / 4,096 / 8,192-row blocks 0.58 / 0.41 / 0.52 s on one thread, 0.44 / 0.36 / 0.40 s on two (torch's own
+  threads; two Python threads over halves of the keys were slower, 0.66 / 0.51 s).
 
 Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 from other users, so +-50%; torch
 2.13 CPU, 2 threads; N = 1,000,000, B = 256 keys, ms per 256-key batch, mean of 3 after a warm-up call;
@@ -107,8 +110,8 @@ per 768 keys (3 seeds x 256): PRDC then runs at 0.5-1.2 updates/s. Four exact al
     boxes of blocks of the tree's points. With 64-point blocks, the boxes of a median 258 blocks (21,000 points) lie
     within a key's own-row distance, so certifying a neighbour needs ~21,000 distances, while the tree spends
     ~3 ms a key; computing all box bounds at once and scanning the surviving blocks with one matmul per block (keys
-    that need it batched) took 0.6-0.8 s with 2,048-row blocks: BlockScan. 512- and 1,024-row blocks scanned fewer
-    points but cost more in bounds and Python; 4,096 more in matmuls.
+    that need it batched) took 0.6-0.8 s with 2,048-row blocks: BlockScan (4,096 rows now, measured above). Smaller
+    blocks scan fewer points but cost more in bounds and Python (1,024 rows: 0.75-0.81 s).
 
 Keys are cast to float32 (the precision of X) before either search.
 """
@@ -156,7 +159,7 @@ class BlockScan:
     ties), each block's winner rechecked with exact differences. A tie goes to the lower row. Cost: a few hundred small matmuls per call, whatever the keys; the tree
     answers keys near the data faster, so NearestNeighbours sends only the far ones here."""
 
-    def __init__(self, points: np.ndarray, block_rows: int = 2048, ids: np.ndarray | None = None):
+    def __init__(self, points: np.ndarray, block_rows: int = 4096, ids: np.ndarray | None = None):
         n, d = points.shape
         # what `nearest` returns for each row (default: the row itself); an exact tie goes to the lower id
         self.ids = torch.arange(n) if ids is None else torch.as_tensor(np.asarray(ids, np.int64))
@@ -244,7 +247,7 @@ class NearestNeighbours:
 
     def __init__(self, points: torch.Tensor, method: str = "auto", *, candidates: int = 8,
                  chunk_rows: int | None = None, max_chunk_floats: int = 64 * 2 ** 20, workers: int | None = None,
-                 near_radius: float | None = None, block_rows: int = 2048):
+                 near_radius: float | None = None, block_rows: int = 4096):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if points.dim() != 2 or points.shape[0] == 0:
