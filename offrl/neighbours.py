@@ -53,7 +53,9 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   6,144 keys (one thread, two training runs beside it; 2,048-row blocks). On the idle machine (Intel Xeon, 2
   cores), medians over 4 x 768 far keys: tree 1.48 s (one worker) / 0.74-0.89 s (two); tree + block scan with
   2,048 / 4,096 / 8,192-row blocks 0.58 / 0.41 / 0.52 s on one thread, 0.44 / 0.36 / 0.40 s on two (torch's own
-  threads; two Python threads over halves of the keys were slower, 0.66 / 0.51 s).
+  threads; two Python threads over halves of the keys were slower, 0.66 / 0.51 s). Those two-thread figures had
+  OMP's threads spinning; under offrl's OMP_WAIT_POLICY=PASSIVE (set on import) the scan took 0.50 s on two threads
+  and 0.40 s on one (keys at 6k updates), so it runs on one (tree alone with two workers: 0.72 s).
 
 Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 from other users, so +-50%; torch
 2.13 CPU, 2 threads; N = 1,000,000, B = 256 keys, ms per 256-key batch, mean of 3 after a warm-up call;
@@ -216,7 +218,17 @@ class BlockScan:
         arg[won] = found[closer]
 
     def nearest(self, keys: torch.Tensor) -> torch.Tensor:
-        """keys [Q, D] float64 (in the points' coordinates) -> LongTensor [Q]: the id of each key's nearest row."""
+        """keys [Q, D] float64 (in the points' coordinates) -> LongTensor [Q]: the id of each key's nearest row.
+        Runs on one torch thread: its ops are small, and with offrl's OMP_WAIT_POLICY=PASSIVE waking a second
+        thread for each costs more than it brings (768 far keys: 0.50 s on two threads, 0.40 s on one)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._nearest(keys)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _nearest(self, keys: torch.Tensor) -> torch.Tensor:
         bounds = self._bounds(keys)
         key_norms = (keys * keys).sum(1)
         best = keys.new_full((len(keys),), math.inf)
