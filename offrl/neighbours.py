@@ -42,20 +42,24 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   CPU where nothing is captured; it can be forced on a CUDA matrix too, at the cost of the round trip.
   The tree is fast for keys near the data and slow for keys far from it (below), so it is asked only for a
   neighbour within `near_radius` (a bounded query, cheap either way; default 0.75 x the median distance from a
-  point of X to its nearest other point, over 256 of them); the keys with none that close go to `BlockScan`, an
+  point of X to its nearest other point, over 256 of them). The keys with none that close go to `BlockScan`, an
   exact scan of the tree-ordered points in blocks of 4,096 rows that skips every block whose bounding box is
-  farther than the best point found so far (see the class). On PRDC halfcheetah-medium's keys at alpha = 40
-  (actor at 1k updates, 96% of its action components at the bounds; neighbours 1.75-3.1 away, the points' own
-  spacing 1.38), 768 keys took 2.0-2.5 s in the tree alone, 0.58-0.80 s with the block scan (0.69 s with every key
-  sent to it); a trained TD3+BC actor's keys (neighbours 0.2-0.8 away) 0.014-0.036 s either way, and 0.57-0.75 s
-  had they all gone to the block scan, hence the radius (factor 0.25 / 0.5 / 0.75 / 1: 0.64 / 0.59 / 0.60 / 0.77 s
-  on the far keys, 0.40 / 0.054 / 0.028 / 0.024 s on the near ones); indices identical to the tree's on all
-  6,144 keys (one thread, two training runs beside it; 2,048-row blocks). On the idle machine (Intel Xeon, 2
-  cores), medians over 4 x 768 far keys: tree 1.48 s (one worker) / 0.74-0.89 s (two); tree + block scan with
-  2,048 / 4,096 / 8,192-row blocks 0.58 / 0.41 / 0.52 s on one thread, 0.44 / 0.36 / 0.40 s on two (torch's own
-  threads; two Python threads over halves of the keys were slower, 0.66 / 0.51 s). Those two-thread figures had
-  OMP's threads spinning; under offrl's OMP_WAIT_POLICY=PASSIVE (set on import) the scan took 0.50 s on two threads
-  and 0.40 s on one (keys at 6k updates), so it runs on one (tree alone with two workers: 0.72 s).
+  farther than the best point found so far; it starts from the tree's approximate answer (`eps=2`: within 3x the
+  nearest distance; 3 ms for 768 keys, and in practice within 1.33x for 90% of them), and screens each block in
+  float32, rechecking in float64 only the rows that can be its nearest (see the class).
+  Measured on PRDC halfcheetah-medium's keys at alpha = 40 (actors at 1k and 6k updates, 95-96% of their action
+  components at the bounds; neighbours 1.75-3.1 away, the points' own spacing 1.38), on an idle 2-core Intel Xeon,
+  medians over 4 x 768 keys: the tree alone 1.29-1.36 s on one thread, 0.93-0.96 s with two workers; tree + block
+  scan 0.24-0.32 s on one thread, 0.34-0.36 s on two; indices identical on all 6,144 keys. A trained TD3+BC actor's
+  keys (neighbours 0.2-0.8 away) take 0.010-0.014 s either way; they would take ~0.6 s had they all gone to the
+  scan, hence the radius (its factor 0.25 / 0.5 / 0.75 / 1 gave 0.40 / 0.054 / 0.028 / 0.024 s on those keys and
+  0.64 / 0.59 / 0.60 / 0.77 s on the far ones, with an earlier version of the scan). PRDC from its checkpoint at 9.5k updates
+  trained at 6.4 updates/s on one thread and 5.9 on two, against 1.3 and 2.4 with the tree alone (150 updates
+  each after 10; `offrl bench --from` at 9k: 5.5 and 4.6).
+  Along the way: 2,048 / 4,096 / 8,192-row blocks took 0.58 / 0.41 / 0.52 s (that earlier version, one thread);
+  the scan runs on one torch thread whatever the run's count, because under offrl's OMP_WAIT_POLICY=PASSIVE
+  (set on import) waking a second thread for each small op cost more than it brought (0.50 s vs 0.40 s), and two
+  Python threads over halves of the keys were slower still.
 
 Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 from other users, so +-50%; torch
 2.13 CPU, 2 threads; N = 1,000,000, B = 256 keys, ms per 256-key batch, mean of 3 after a warm-up call;
@@ -153,13 +157,14 @@ class BlockScan:
     KD-tree's leaf order) in blocks of `block_rows` consecutive rows, skipping every block whose bounding box lies
     farther from the key than the nearest point found so far.
 
-    `nearest(keys)`: (1) the squared distance from every key to every block's box, a lower bound on its distance
-    to any point of the block; (2) each key scans the block with the smallest bound (its home), which gives an
-    upper bound on its nearest distance; (3) every other block whose bound is below a key's best is scanned for
-    that key, block by block, each block for all the keys that need it at once (one matmul). Distances are
-    ||x||^2 - 2 k.x + ||k||^2 in float64 (the points are centred: the rounding, ~1e-15 relative, matters only for
-    ties), each block's winner rechecked with exact differences. A tie goes to the lower row. Cost: a few hundred small matmuls per call, whatever the keys; the tree
-    answers keys near the data faster, so NearestNeighbours sends only the far ones here."""
+    `nearest(keys, start)` begins from one candidate row per key (`start`: the tree's approximate answer, whose
+    exact distance bounds the nearest one from above), takes the squared distance from every key to every block's
+    box (a lower bound on its distance to any point of the block) and scans, block by block, every block whose
+    bound is below a key's best so far, for all the keys that need it at once. A scan screens the block in float32
+    (one matmul, ||x||^2 - 2 k.x + ||k||^2, and its row minimum) and rechecks with exact float64 differences only the
+    rows within the float32 rounding bound of that minimum, for the keys it can still help. Exact: a tie goes to the
+    lower id. Cost: one small matmul per (block, keys that need it); the tree answers keys near the data faster, so
+    NearestNeighbours sends only the far ones here."""
 
     def __init__(self, points: np.ndarray, block_rows: int = 4096, ids: np.ndarray | None = None):
         n, d = points.shape
@@ -170,17 +175,16 @@ class BlockScan:
         pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float64))
         self.lo = torch.stack([b.min(0).values for b in pts.split(self.rows)])  # [blocks, D] bounding boxes
         self.hi = torch.stack([b.max(0).values for b in pts.split(self.rows)])
+        self.radius = torch.stack([b.square().sum(1).max().sqrt() for b in pts.split(self.rows)])  # largest |x|
         pad = self.num_blocks * self.rows - n
         norms = (pts * pts).sum(1)
         if pad:  # padded rows: at the origin with an infinite norm, so they are never the nearest
             pts = torch.cat([pts, pts.new_zeros(pad, d)])
             norms = torch.cat([norms, norms.new_full((pad,), math.inf)])
-        self.blocks = pts.view(self.num_blocks, self.rows, d)
-        self.norms = norms.view(self.num_blocks, self.rows)
+        self.points = pts  # [blocks * rows, D], float64: the exact rechecks
         self.block_ids = torch.cat([self.ids, self.ids.new_full((pad,), n)]).view(self.num_blocks, self.rows)
-        # float32 copies screen a block; the float64 pass runs only for keys the screen cannot rule out
-        self.blocks32, self.norms32 = self.blocks.float(), self.norms.float()
-        self.radius = self.norms.masked_fill(self.norms.isinf(), 0).amax(1).sqrt()  # [blocks]: largest |x|
+        self.blocks32 = pts.float().view(self.num_blocks, self.rows, d)  # the screens
+        self.norms32 = norms.float().view(self.num_blocks, self.rows)
 
     def _bounds(self, keys: torch.Tensor) -> torch.Tensor:
         """[Q, blocks]: squared distance from each key to each block's box (in key chunks: the [chunk, blocks, D]
@@ -193,56 +197,59 @@ class BlockScan:
             out[s:s + step] = gap.square_().sum(-1)
         return out
 
+    def _offer(self, who, rows, keys, best, arg) -> None:
+        """Offer rows (positions in self.points) as candidates to keys `who` (pairs, a key may come several times):
+        a key takes the nearest by exact float64 distance, and of equally near ones the lowest id."""
+        exact = (self.points[rows] - keys[who]).square().sum(-1)
+        ids = self.block_ids.view(-1)[rows]
+        least = best.scatter_reduce(0, who, exact, "amin")  # the nearer of the best so far and the offers
+        tied = exact == least[who]  # the offers as near as that (none where the best so far is nearer)
+        lowest = arg.scatter_reduce(0, who[tied], ids[tied], "amin", include_self=False)  # others keep arg
+        # a nearer offer replaces the best; an equally near one wins if its id is lower
+        arg.copy_(torch.where(least < best, lowest, torch.minimum(arg, lowest)))
+        best.copy_(least)
+
     def _scan(self, block: int, who: torch.Tensor, keys, key_norms, best, arg) -> None:
         """Update best / arg of the keys `who` with block `block`."""
-        # Screen in float32: ||x||^2 - 2 k.x + ||k||^2 within `slack` of the exact squared distance (a generous
-        # bound on float32 rounding: D + 4 roundings of 2^-24 relative on terms of at most (|x| + |k|)^2, times 4).
-        # Keys whose screened minimum is beyond their best (plus slack) cannot gain from this block.
-        k, kn = keys[who], key_norms[who]
+        # float32 rounding of ||x||^2 - 2 k.x + ||k||^2 against the exact squared distance: a generous bound (D + 4
+        # roundings of 2^-24 relative on terms of at most (|x| + |k|)^2, times 4)
+        kn = key_norms[who]
         slack = 4 * (keys.shape[1] + 4) * 2.0 ** -24 * (self.radius[block] + kn.sqrt()) ** 2
-        low = torch.addmm(self.norms32[block], k.float(), self.blocks32[block].T, alpha=-2.0).amin(1) + kn - slack
-        maybe = low <= best[who]
-        if not maybe.all():
-            who, k = who[maybe], k[maybe]
-            if not len(who):
-                return
-        # ||x||^2 - 2 k.x in float64: the squared distance less ||k||^2, which does not change a key's arg-min;
-        # copies of a point get the same value, and the lowest id among them is taken
-        approx = torch.addmm(self.norms[block], k, self.blocks[block].T, alpha=-2.0)
-        least, row = approx.min(1)
-        exact = (self.blocks[block, row] - k).square().sum(-1)
-        found = torch.where(approx == least[:, None], self.block_ids[block], len(self.ids)).amin(1)
-        closer = (exact < best[who]) | ((exact == best[who]) & (found < arg[who]))  # a tie goes to the lower id
-        won = who[closer]
-        best[won] = exact[closer]
-        arg[won] = found[closer]
+        approx = torch.addmm(self.norms32[block], keys[who].float(), self.blocks32[block].T, alpha=-2.0)
+        low = approx.amin(1)
+        helps = low + kn - slack <= best[who]  # else even the nearest row of the block is farther than the best
+        if not helps.any():
+            return
+        # the rows that can be the block's nearest: within twice the slack of the screened minimum
+        near = approx[helps] <= (low[helps] + 2 * slack[helps])[:, None]
+        pair, row = near.nonzero(as_tuple=True)
+        self._offer(who[helps][pair], block * self.rows + row, keys, best, arg)
 
-    def nearest(self, keys: torch.Tensor) -> torch.Tensor:
-        """keys [Q, D] float64 (in the points' coordinates) -> LongTensor [Q]: the id of each key's nearest row.
-        Runs on one torch thread: its ops are small, and with offrl's OMP_WAIT_POLICY=PASSIVE waking a second
-        thread for each costs more than it brings (768 far keys: 0.50 s on two threads, 0.40 s on one)."""
+    def nearest(self, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """keys [Q, D] float64 (in the points' coordinates), start [Q] a candidate row (position) for each ->
+        LongTensor [Q]: the id of each key's nearest row. Runs on one torch thread: its ops are small, and with
+        offrl's OMP_WAIT_POLICY=PASSIVE waking a second thread for each costs more than it brings (768 far keys:
+        0.50 s on two threads, 0.40 s on one)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._nearest(keys)
+            return self._nearest(keys, start)
         finally:
             torch.set_num_threads(threads)
 
-    def _nearest(self, keys: torch.Tensor) -> torch.Tensor:
-        bounds = self._bounds(keys)
+    def _nearest(self, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        q = len(keys)
         key_norms = (keys * keys).sum(1)
-        best = keys.new_full((len(keys),), math.inf)
-        arg = torch.zeros(len(keys), dtype=torch.long)
-        home = bounds.argmin(1)
-        for block in home.unique().tolist():
-            self._scan(block, torch.nonzero(home == block).flatten(), keys, key_norms, best, arg)
-        # A block can hold a closer point only if its box is closer than the best so far (the bound is exact
-        # up to rounding: shrunk by a relative 1e-9 so that rounding never skips a block that holds the nearest).
-        todo = bounds * (1 - 1e-9) < best[:, None]
-        todo[torch.arange(len(keys)), home] = False
+        best = (self.points[start] - keys).square().sum(-1)
+        arg = self.block_ids.view(-1)[start].clone()
+        bounds = self._bounds(keys)
+        # A block can hold a point as near as the best only if its box is (the bound is exact up to rounding:
+        # shrunk by a relative 1e-9 so that rounding never skips a block that holds the nearest).
+        bounds *= 1 - 1e-9
+        todo = bounds <= best[:, None]
         for block in torch.nonzero(todo.any(0)).flatten().tolist():
             who = torch.nonzero(todo[:, block]).flatten()
-            who = who[bounds[who, block] * (1 - 1e-9) < best[who]]  # the best may have improved meanwhile
+            who = who[bounds[who, block] <= best[who]]  # the best may have improved meanwhile
             if len(who):
                 self._scan(block, who, keys, key_norms, best, arg)
         return arg
@@ -354,6 +361,8 @@ class NearestNeighbours:
             far = ~np.isfinite(dist)
             idx = self._order[np.where(far, 0, idx)].astype(np.int64)
             if far.any():
-                idx[far] = self._blocks.nearest(torch.from_numpy(keys64[far])).numpy()
+                # an approximate answer (within 3x the nearest distance, and cheap) is where the scan starts from
+                _, start = self._tree.query(keys64[far], k=1, eps=2.0, workers=workers)
+                idx[far] = self._blocks.nearest(torch.from_numpy(keys64[far]), torch.from_numpy(start)).numpy()
             return torch.from_numpy(idx).to(keys.device).reshape(lead)
         return self._query_brute(flat.to(self.device)).to(keys.device).reshape(lead)
