@@ -17,8 +17,9 @@ differs from every published command's 2.0).
 it lets the actor leave the data (as it does TD3+BC's) and the score stays near the random policy's, while α = 2.5
 matches TD3+BC (results/mujoco-medium-100k/README.md).
 
-Deviations: the nearest neighbour comes from offrl.neighbours — a KD-tree on CPU (exact, as the
-official scipy KDTree; the query is a host call, which the suite allows only here), and on a GPU an exact
+Deviations: the nearest neighbour comes from offrl.neighbours — on CPU a KD-tree (exact, as the
+official scipy KDTree) for keys near the data and an exact block scan for keys far from it, such as an actor
+at the action bounds makes (the query is a host call, which the suite allows only here); on a GPU an exact
 chunked brute-force search that stays on the device (no host round trip, capturable). Evaluation follows
 offrl's protocol, not the official 50 episodes every 1,000 steps.
 """
