@@ -40,9 +40,10 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   one core uses one; leafsize 8, 32 and 64 were 10-80% slower on hopper-medium with a trained actor's keys). The
   query goes through numpy (a host call; keys are moved to the CPU and the indices back), which is acceptable on
   CPU where nothing is captured; it can be forced on a CUDA matrix too, at the cost of the round trip.
-  The tree is fast for keys near the data and slow for keys far from it (below), so it is asked only for a
-  neighbour within `near_radius` (a bounded query, cheap either way; default 0.75 x the median distance from a
-  point of X to its nearest other point, over 256 of them). The keys with none that close go to `BlockScan`, an
+  The tree is fast for keys near the data and, in 20-odd dimensions, slow for keys far from it (below). So a
+  call can also go "tree+blocks": the tree is asked only for a neighbour within `near_radius` (a bounded query,
+  cheap either way; default 0.75 x the median distance from a point of X to its nearest other point, over 256
+  of them), and the keys with none that close go to `BlockScan`, an
   exact scan of the tree-ordered points in blocks of 4,096 rows that skips every block whose bounding box is
   farther than the best point found so far; it starts from the tree's approximate answer (`eps=2`: within 3x the
   nearest distance; 3 ms for 768 keys, and in practice within 1.33x for 90% of them), and screens each block in
@@ -56,6 +57,13 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   0.64 / 0.59 / 0.60 / 0.77 s on the far ones, with an earlier version of the scan). PRDC from its checkpoint at 9.5k updates
   trained at 6.4 updates/s on one thread and 5.9 on two, against 1.3 and 2.4 with the tree alone (150 updates
   each after 10; `offrl bench --from` at 9k: 5.5 and 4.6).
+  Which way is faster depends on the data and on where the keys are, so each call takes the way that has been
+  faster per key (`FasterOf`: both are tried first, and the slower one again after it has rested 50 x its cost
+  ratio calls; the neighbours are the same either way, exact ties aside). Medians of 768 keys ([2 s, a] of the
+  generated medium datasets, one thread, beside a training run; tree alone / tree+blocks): hopper (D = 14) with
+  actions at the box corners 0.16-0.25 / 0.29-0.36 s, dataset actions + N(0, 0.3^2) 0.019-0.026 / 0.03-0.05 s;
+  walker2d (D = 23) 2.7-2.9 / 0.9-1.1 s and 0.11-0.12 / 0.12-0.15 s; so the chooser keeps hopper on the tree and
+  sends far keys in 23 dimensions to the scan.
   Along the way: 2,048 / 4,096 / 8,192-row blocks took 0.58 / 0.41 / 0.52 s (that earlier version, one thread);
   the scan runs on one torch thread whatever the run's count, because under offrl's OMP_WAIT_POLICY=PASSIVE
   (set on import) waking a second thread for each small op cost more than it brought (0.50 s vs 0.40 s), and two
@@ -124,6 +132,7 @@ Keys are cast to float32 (the precision of X) before either search.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -255,13 +264,55 @@ class BlockScan:
         return arg
 
 
+class FasterOf:
+    """Picks, call after call, whichever of several equivalent ways of doing a job has been cheaper per item.
+
+    Each way is tried once first; then the cheapest so far (seconds per item: an exponential moving average for
+    the way in use, the latest measurement for the others) is used, and another way is tried again once it has
+    rested `probe_every` x (its cost / the best cost) calls, so that the choice follows a workload that drifts
+    (PRDC's keys move with its actor) while the probes cost about 1 / probe_every of the time. For work whose
+    result does not depend on the way chosen."""
+
+    def __init__(self, ways: tuple[str, ...], probe_every: int = 50, smoothing: float = 0.3):
+        self.ways, self.probe_every, self.smoothing = ways, probe_every, smoothing
+        self.cost: dict[str, float] = {}
+        self.tried: dict[str, int] = {}  # the call at which each way last ran
+        self.calls = 0
+        self._probing = False
+
+    def pick(self) -> str:
+        self.calls += 1
+        untried = [w for w in self.ways if w not in self.cost]
+        way = untried[0] if untried else min(self.ways, key=self.cost.__getitem__)
+        self._probing = False
+        if not untried:
+            best = self.cost[way]
+            for other in self.ways:
+                rest = self.probe_every * self.cost[other] / max(best, 1e-12)
+                if other != way and self.calls - self.tried[other] >= rest:
+                    way, self._probing = other, True
+                    break
+        self.tried[way] = self.calls
+        return way
+
+    def record(self, way: str, seconds: float, items: int) -> None:
+        per_item = seconds / max(1, items)
+        old = self.cost.get(way)
+        # a probe's measurement replaces what may be a stale figure; the way in use is smoothed over calls
+        self.cost[way] = per_item if old is None or self._probing else old + self.smoothing * (per_item - old)
+
+
 class NearestNeighbours:
     """Index of the exact Euclidean nearest row of `points` [N, D] for every key [..., D] (see the module docstring).
 
     method: "auto" (brute on CUDA, kdtree on CPU), "kdtree" or "brute". Brute-force options: `candidates` (m, the
     survivors re-ranked exactly), `chunk_rows` (rows of X per matmul; default 2**18 on CUDA, 2**15 on CPU),
     `max_chunk_floats` (bound on one distance block, keys are split into static blocks to respect it).
-    kdtree option: `workers` (scipy threads; None = torch's thread count at query time, -1 = all cores).
+    kdtree options: `workers` (scipy threads; None = torch's thread count at query time, -1 = all cores);
+    `near_radius` (None: 0.75 x the points' median spacing, and each call goes to the tree alone or to the tree
+    with the block scan for the keys it has no point within that radius for, whichever has been faster; a number:
+    always the latter with that radius, so 0 sends every key to the block scan and inf every key to the tree);
+    `block_rows` (the block scan's block size).
     """
 
     def __init__(self, points: torch.Tensor, method: str = "auto", *, candidates: int = 8,
@@ -287,6 +338,7 @@ class NearestNeighbours:
             self._tree = cKDTree(rotated[self._order], leafsize=16)
             self._blocks = BlockScan(self._tree.data, block_rows, ids=self._order)
             self.near_radius = 0.75 * spacing(self._tree) if near_radius is None else float(near_radius)
+            self._chooser = FasterOf(("tree", "tree+blocks")) if near_radius is None else None
         else:
             self._build_brute(candidates, chunk_rows, max_chunk_floats)
 
@@ -344,6 +396,19 @@ class NearestNeighbours:
             if cuda:
                 torch.backends.cuda.matmul.allow_tf32 = previous
 
+    # ---------------------------------------------------------------- kd-tree
+    def _tree_and_blocks(self, keys64: np.ndarray, workers: int) -> np.ndarray:
+        """The tree answers the keys with a point within near_radius (a bounded query is cheap); the others are
+        scanned block by block (see BlockScan). Ids [Q] of the points in their original order."""
+        dist, idx = self._tree.query(keys64, k=1, workers=workers, distance_upper_bound=self.near_radius)
+        far = ~np.isfinite(dist)
+        idx = self._order[np.where(far, 0, idx)].astype(np.int64)
+        if far.any():
+            # an approximate answer (within 3x the nearest distance, and cheap) is where the scan starts from
+            _, start = self._tree.query(keys64[far], k=1, eps=2.0, workers=workers)
+            idx[far] = self._blocks.nearest(torch.from_numpy(keys64[far]), torch.from_numpy(start)).numpy()
+        return idx
+
     # ---------------------------------------------------------------- public
     @torch.no_grad()
     def query(self, keys: torch.Tensor) -> torch.Tensor:
@@ -355,14 +420,11 @@ class NearestNeighbours:
         if self.method == "kdtree":  # host call through numpy
             workers = torch.get_num_threads() if self.workers is None else self.workers
             keys64 = (flat.cpu().numpy().astype(np.float64) - self._centre) @ self._rotation
-            # The tree answers the keys with a point within near_radius (a bounded query is cheap); the others
-            # are scanned block by block (see BlockScan).
-            dist, idx = self._tree.query(keys64, k=1, workers=workers, distance_upper_bound=self.near_radius)
-            far = ~np.isfinite(dist)
-            idx = self._order[np.where(far, 0, idx)].astype(np.int64)
-            if far.any():
-                # an approximate answer (within 3x the nearest distance, and cheap) is where the scan starts from
-                _, start = self._tree.query(keys64[far], k=1, eps=2.0, workers=workers)
-                idx[far] = self._blocks.nearest(torch.from_numpy(keys64[far]), torch.from_numpy(start)).numpy()
+            way = self._chooser.pick() if self._chooser is not None else "tree+blocks"
+            started = time.perf_counter()
+            idx = self._tree_and_blocks(keys64, workers) if way == "tree+blocks" else \
+                self._order[self._tree.query(keys64, k=1, workers=workers)[1]].astype(np.int64)
+            if self._chooser is not None:
+                self._chooser.record(way, time.perf_counter() - started, len(keys64))
             return torch.from_numpy(idx).to(keys.device).reshape(lead)
         return self._query_brute(flat.to(self.device)).to(keys.device).reshape(lead)

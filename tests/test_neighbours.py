@@ -72,8 +72,29 @@ def test_keys_far_from_the_data_match_ckdtree(kind, d):
     keys[:64] = x[:64] + 1e-3  # and some near it
     ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
     nn = NearestNeighbours(torch.from_numpy(x), "kdtree")
-    assert 0 < nn.near_radius < np.median(ref_d)  # both paths are taken
-    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
+    assert 0 < nn.near_radius < np.median(ref_d)  # the block scan gets keys
+    for way in ("tree", "tree+blocks"):  # the chooser tries each way once before it picks
+        assert set(nn._chooser.cost) == {"tree"} if way != "tree" else not nn._chooser.cost
+        _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
+    assert set(nn._chooser.cost) == {"tree", "tree+blocks"}
+
+
+def test_the_faster_way_is_picked_and_the_other_probed_now_and_then():
+    from offrl.neighbours import FasterOf
+    chooser, seconds = FasterOf(("a", "b"), probe_every=5), {"a": 2.0, "b": 1.0}
+    picks = []
+
+    def calls(n):
+        for _ in range(n):
+            way = chooser.pick()
+            picks.append(way)
+            chooser.record(way, seconds[way] * 10, items=10)
+    calls(24)
+    # "a" (twice as slow) rests 5 x 2 = 10 calls between probes
+    assert "".join(picks) == "ab" + "b" * 8 + "a" + "b" * 9 + "a" + "bbb"
+    seconds["a"] = 0.1  # the workload changed: the next probe of "a" finds it faster, and "b" rests 50 calls
+    calls(60)
+    assert "".join(picks[24:]) == "b" * 6 + "a" * 49 + "b" + "a" * 4
 
 
 def test_block_scan_gives_an_exact_tie_to_the_lowest_row():
