@@ -247,7 +247,6 @@ class BlockScan:
             torch.set_num_threads(threads)
 
     def _nearest(self, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        q = len(keys)
         key_norms = (keys * keys).sum(1)
         best = (self.points[start] - keys).square().sum(-1)
         arg = self.block_ids.view(-1)[start].clone()
