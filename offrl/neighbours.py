@@ -57,9 +57,14 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   0.64 / 0.59 / 0.60 / 0.77 s on the far ones, with an earlier version of the scan). PRDC from its checkpoint at 9.5k updates
   trained at 6.4 updates/s on one thread and 5.9 on two, against 1.3 and 2.4 with the tree alone (150 updates
   each after 10; `offrl bench --from` at 9k: 5.5 and 4.6).
+  When nearly every key is far, the bounded query only finds that out, at a fifth of the scan's cost, so a
+  third way, "blocks", sends all keys to the scan (from the eps=2 answer) without it: on 768 keys of the PRDC
+  halfcheetah actor at 31k updates (94.5% far) 0.21 s against 0.25 for tree+blocks (medians of 4, run paused,
+  identical indices), and `offrl bench --from` that checkpoint 6.0-6.3 updates/s against 5.0-5.6 (one thread);
+  on a trained TD3+BC actor's keys it costs 0.12 s against 0.014, so it must be chosen per call.
   Which way is faster depends on the data and on where the keys are, so each call takes the way that has been
-  faster per key (`FasterOf`: both are tried first, and the slower one again after it has rested 50 x its cost
-  ratio calls; the neighbours are the same either way, exact ties aside). Medians of 768 keys ([2 s, a] of the
+  faster per key (`FasterOf`: each is tried first, and a slower one again after it has rested 50 x its cost
+  ratio calls; the neighbours are the same every way, exact ties aside). Medians of 768 keys ([2 s, a] of the
   generated medium datasets, one thread, beside a training run; tree alone / tree+blocks): hopper (D = 14) with
   actions at the box corners 0.16-0.25 / 0.29-0.36 s, dataset actions + N(0, 0.3^2) 0.019-0.026 / 0.03-0.05 s;
   walker2d (D = 23) 2.7-2.9 / 0.9-1.1 s and 0.11-0.12 / 0.12-0.15 s; so the chooser keeps hopper on the tree and
@@ -308,9 +313,10 @@ class NearestNeighbours:
     survivors re-ranked exactly), `chunk_rows` (rows of X per matmul; default 2**18 on CUDA, 2**15 on CPU),
     `max_chunk_floats` (bound on one distance block, keys are split into static blocks to respect it).
     kdtree options: `workers` (scipy threads; None = torch's thread count at query time, -1 = all cores);
-    `near_radius` (None: 0.75 x the points' median spacing, and each call goes to the tree alone or to the tree
-    with the block scan for the keys it has no point within that radius for, whichever has been faster; a number:
-    always the latter with that radius, so 0 sends every key to the block scan and inf every key to the tree);
+    `near_radius` (None: 0.75 x the points' median spacing, and each call goes to the tree alone, to the tree
+    with the block scan for the keys it has no point within that radius for, or to the block scan alone,
+    whichever has been faster; a number: always the second with that radius, so 0 sends every key to the block
+    scan and inf every key to the tree);
     `block_rows` (the block scan's block size).
     """
 
@@ -337,7 +343,7 @@ class NearestNeighbours:
             self._tree = cKDTree(rotated[self._order], leafsize=16)
             self._blocks = BlockScan(self._tree.data, block_rows, ids=self._order)
             self.near_radius = 0.75 * spacing(self._tree) if near_radius is None else float(near_radius)
-            self._chooser = FasterOf(("tree", "tree+blocks")) if near_radius is None else None
+            self._chooser = FasterOf(("tree", "tree+blocks", "blocks")) if near_radius is None else None
         else:
             self._build_brute(candidates, chunk_rows, max_chunk_floats)
 
@@ -396,12 +402,17 @@ class NearestNeighbours:
                 torch.backends.cuda.matmul.allow_tf32 = previous
 
     # ---------------------------------------------------------------- kd-tree
-    def _tree_and_blocks(self, keys64: np.ndarray, workers: int) -> np.ndarray:
+    def _tree_and_blocks(self, keys64: np.ndarray, workers: int, near_radius: float) -> np.ndarray:
         """The tree answers the keys with a point within near_radius (a bounded query is cheap); the others are
-        scanned block by block (see BlockScan). Ids [Q] of the points in their original order."""
-        dist, idx = self._tree.query(keys64, k=1, workers=workers, distance_upper_bound=self.near_radius)
-        far = ~np.isfinite(dist)
-        idx = self._order[np.where(far, 0, idx)].astype(np.int64)
+        scanned block by block (see BlockScan). near_radius 0 sends every key to the scan without asking the tree
+        (a bounded query of keys that are all far costs a fifth of the scan). Ids [Q] of the points in their
+        original order."""
+        if near_radius > 0:
+            dist, idx = self._tree.query(keys64, k=1, workers=workers, distance_upper_bound=near_radius)
+            far = ~np.isfinite(dist)
+            idx = self._order[np.where(far, 0, idx)].astype(np.int64)
+        else:
+            far, idx = np.ones(len(keys64), bool), np.zeros(len(keys64), np.int64)
         if far.any():
             # an approximate answer (within 3x the nearest distance, and cheap) is where the scan starts from
             _, start = self._tree.query(keys64[far], k=1, eps=2.0, workers=workers)
@@ -421,8 +432,10 @@ class NearestNeighbours:
             keys64 = (flat.cpu().numpy().astype(np.float64) - self._centre) @ self._rotation
             way = self._chooser.pick() if self._chooser is not None else "tree+blocks"
             started = time.perf_counter()
-            idx = self._tree_and_blocks(keys64, workers) if way == "tree+blocks" else \
-                self._order[self._tree.query(keys64, k=1, workers=workers)[1]].astype(np.int64)
+            if way == "tree":
+                idx = self._order[self._tree.query(keys64, k=1, workers=workers)[1]].astype(np.int64)
+            else:
+                idx = self._tree_and_blocks(keys64, workers, self.near_radius if way == "tree+blocks" else 0.0)
             if self._chooser is not None:
                 self._chooser.record(way, time.perf_counter() - started, len(keys64))
             return torch.from_numpy(idx).to(keys.device).reshape(lead)
