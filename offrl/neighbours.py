@@ -72,7 +72,12 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   Along the way: 2,048 / 4,096 / 8,192-row blocks took 0.58 / 0.41 / 0.52 s (that earlier version, one thread);
   the scan runs on one torch thread whatever the run's count, because under offrl's OMP_WAIT_POLICY=PASSIVE
   (set on import) waking a second thread for each small op cost more than it brought (0.50 s vs 0.40 s), and two
-  Python threads over halves of the keys were slower still.
+  Python threads over halves of the keys were slower still (again at 31k updates: 0.26-0.54 s against 0.20-0.29).
+  Box bounds as |k - clamp(k, lo, hi)|^2 (3 passes instead of 5) and one float32 slack per key (from the largest
+  |x| of all points rather than per block) took the scan of 726 far keys from 0.22 / 0.25 s to 0.19 / 0.22 (keys
+  at 31k / 5k updates, medians of 4, identical indices). Bounding boxes are the bound that prunes: a ball bound
+  (centroid distance minus radius) would leave 3.6x as many rows per key, and smaller blocks, though they leave
+  fewer (4,096 / 1,024 / 512 rows: 139k / 75k / 56k of the 1M per key), cost more in per-block overhead.
 
 Why kdtree on CPU -- measured here (2 shared AMD EPYC cores, load average 2-3.5 from other users, so +-50%; torch
 2.13 CPU, 2 threads; N = 1,000,000, B = 256 keys, ms per 256-key batch, mean of 3 after a warm-up call;
@@ -189,7 +194,7 @@ class BlockScan:
         pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float64))
         self.lo = torch.stack([b.min(0).values for b in pts.split(self.rows)])  # [blocks, D] bounding boxes
         self.hi = torch.stack([b.max(0).values for b in pts.split(self.rows)])
-        self.radius = torch.stack([b.square().sum(1).max().sqrt() for b in pts.split(self.rows)])  # largest |x|
+        self.radius = float(pts.square().sum(1).max().sqrt())  # the largest |x|: bounds float32's rounding
         pad = self.num_blocks * self.rows - n
         norms = (pts * pts).sum(1)
         if pad:  # padded rows: at the origin with an infinite norm, so they are never the nearest
@@ -207,8 +212,8 @@ class BlockScan:
         step = max(1, 2 ** 21 // (self.num_blocks * keys.shape[1]))
         for s in range(0, len(keys), step):
             k = keys[s:s + step, None]
-            gap = (self.lo - k).clamp_(min=0) + (k - self.hi).clamp_(min=0)  # one of the two is zero
-            out[s:s + step] = gap.square_().sum(-1)
+            # the key minus its nearest point of the box (exact in float64: k - lo, k - hi or 0 per coordinate)
+            out[s:s + step] = (k - torch.maximum(torch.minimum(k, self.hi), self.lo)).square_().sum(-1)
         return out
 
     def _offer(self, who, rows, keys, best, arg) -> None:
@@ -223,13 +228,10 @@ class BlockScan:
         arg.copy_(torch.where(least < best, lowest, torch.minimum(arg, lowest)))
         best.copy_(least)
 
-    def _scan(self, block: int, who: torch.Tensor, keys, key_norms, best, arg) -> None:
+    def _scan(self, block: int, who: torch.Tensor, keys, keys32, key_norms, slack, best, arg) -> None:
         """Update best / arg of the keys `who` with block `block`."""
-        # float32 rounding of ||x||^2 - 2 k.x + ||k||^2 against the exact squared distance: a generous bound (D + 4
-        # roundings of 2^-24 relative on terms of at most (|x| + |k|)^2, times 4)
-        kn = key_norms[who]
-        slack = 4 * (keys.shape[1] + 4) * 2.0 ** -24 * (self.radius[block] + kn.sqrt()) ** 2
-        approx = torch.addmm(self.norms32[block], keys[who].float(), self.blocks32[block].T, alpha=-2.0)
+        kn, slack = key_norms[who], slack[who]
+        approx = torch.addmm(self.norms32[block], keys32[who], self.blocks32[block].T, alpha=-2.0)
         low = approx.amin(1)
         helps = low + kn - slack <= best[who]  # else even the nearest row of the block is farther than the best
         if not helps.any():
@@ -252,19 +254,23 @@ class BlockScan:
             torch.set_num_threads(threads)
 
     def _nearest(self, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        key_norms = (keys * keys).sum(1)
+        keys32, key_norms = keys.float(), (keys * keys).sum(1)
+        # float32 rounding of ||x||^2 - 2 k.x + ||k||^2 against the exact squared distance: a generous bound (D + 4
+        # roundings of 2^-24 relative on terms of at most (|x| + |k|)^2, times 4)
+        slack = 4 * (keys.shape[1] + 4) * 2.0 ** -24 * (self.radius + key_norms.sqrt()) ** 2
         best = (self.points[start] - keys).square().sum(-1)
         arg = self.block_ids.view(-1)[start].clone()
-        bounds = self._bounds(keys)
+        # [blocks, Q] (a block's keys are a contiguous row)
+        bounds = self._bounds(keys).T.contiguous()
         # A block can hold a point as near as the best only if its box is (the bound is exact up to rounding:
         # shrunk by a relative 1e-9 so that rounding never skips a block that holds the nearest).
         bounds *= 1 - 1e-9
-        todo = bounds <= best[:, None]
-        for block in torch.nonzero(todo.any(0)).flatten().tolist():
-            who = torch.nonzero(todo[:, block]).flatten()
-            who = who[bounds[who, block] <= best[who]]  # the best may have improved meanwhile
+        todo = bounds <= best
+        for block in torch.nonzero(todo.any(1)).flatten().tolist():
+            who = torch.nonzero(todo[block]).flatten()
+            who = who[bounds[block, who] <= best[who]]  # the best may have improved meanwhile
             if len(who):
-                self._scan(block, who, keys, key_norms, best, arg)
+                self._scan(block, who, keys, keys32, key_norms, slack, best, arg)
         return arg
 
 
