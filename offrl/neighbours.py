@@ -318,7 +318,8 @@ class NearestNeighbours:
     method: "auto" (brute on CUDA, kdtree on CPU), "kdtree" or "brute". Brute-force options: `candidates` (m, the
     survivors re-ranked exactly), `chunk_rows` (rows of X per matmul; default 2**18 on CUDA, 2**15 on CPU),
     `max_chunk_floats` (bound on one distance block, keys are split into static blocks to respect it).
-    kdtree options: `workers` (scipy threads; None = torch's thread count at query time, -1 = all cores);
+    kdtree options: `workers` (scipy threads, and processes sharing a block scan's keys: offrl/scan_workers.py;
+    None = torch's thread count at query time, -1 = all cores for scipy);
     `near_radius` (None: 0.75 x the points' median spacing, and each call goes to the tree alone, to the tree
     with the block scan for the keys it has no point within that radius for, or to the block scan alone,
     whichever has been faster; a number: always the second with that radius, so 0 sends every key to the block
@@ -348,6 +349,7 @@ class NearestNeighbours:
             self._order = cKDTree(rotated, leafsize=16).indices
             self._tree = cKDTree(rotated[self._order], leafsize=16)
             self._blocks = BlockScan(self._tree.data, block_rows, ids=self._order)
+            self._scan_workers = None
             self.near_radius = 0.75 * spacing(self._tree) if near_radius is None else float(near_radius)
             self._chooser = FasterOf(("tree", "tree+blocks", "blocks")) if near_radius is None else None
         else:
@@ -422,8 +424,18 @@ class NearestNeighbours:
         if far.any():
             # an approximate answer (within 3x the nearest distance, and cheap) is where the scan starts from
             _, start = self._tree.query(keys64[far], k=1, eps=2.0, workers=workers)
-            idx[far] = self._blocks.nearest(torch.from_numpy(keys64[far]), torch.from_numpy(start)).numpy()
+            idx[far] = self._scan(workers).nearest(torch.from_numpy(keys64[far]), torch.from_numpy(start)).numpy()
         return idx
+
+    def _scan(self, workers: int):
+        """The block scan, shared with workers - 1 worker processes when the query may use several threads
+        (offrl/scan_workers.py; started at the first scan, they take over once they are up)."""
+        if workers <= 1:
+            return self._blocks
+        if self._scan_workers is None:
+            from offrl.scan_workers import ScanWorkers
+            self._scan_workers = ScanWorkers(self._blocks, workers - 1)
+        return self._scan_workers
 
     # ---------------------------------------------------------------- public
     @torch.no_grad()

@@ -1,4 +1,6 @@
 """NearestNeighbours against scipy's cKDTree: same index for every key, except exact ties (either index accepted)."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,28 @@ def test_keys_far_from_the_data_match_ckdtree(kind, d):
         assert set(nn._chooser.cost) == set(ways[:tried])
         _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
     assert set(nn._chooser.cost) == set(ways)
+
+
+def test_worker_processes_share_the_block_scan_and_a_dead_one_is_survived():
+    rng = np.random.default_rng(7)
+    x = _random(rng, 20_000, 23)
+    keys = (x[rng.integers(0, len(x), 256)] + rng.standard_normal((256, 23))).astype(np.float32)
+    ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
+    nn = NearestNeighbours(torch.from_numpy(x), "kdtree", near_radius=0.0, block_rows=1024, workers=3)
+    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))  # starts two workers, scans alone
+    pool = nn._scan_workers
+    assert len(pool.processes) == 2 and pool.shared_calls == 0
+    for _ in range(600):  # they are up within seconds (forked: nothing to import)
+        if pool._ready():
+            break
+        time.sleep(0.05)
+    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
+    assert pool.shared_calls == 1
+    pool.processes[1].kill()
+    pool.processes[1].join()
+    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))  # scanned here instead
+    assert not pool.alive and pool.shared_calls == 1
+    assert not any(p.is_alive() for p in pool.processes)
 
 
 def test_the_faster_way_is_picked_and_the_other_probed_now_and_then():
