@@ -73,6 +73,10 @@ Owns `NearestNeighbours`: built once from the point matrix X [N, D] (float32; fo
   the scan runs on one torch thread whatever the run's count, because under offrl's OMP_WAIT_POLICY=PASSIVE
   (set on import) waking a second thread for each small op cost more than it brought (0.50 s vs 0.40 s), and two
   Python threads over halves of the keys were slower still (again at 31k updates: 0.26-0.54 s against 0.20-0.29).
+  Processes are not held back by the GIL: with workers > 1 (a run's --threads), the far keys are shared with
+  workers - 1 forked processes (offrl/scan_workers.py). 768 keys of the actor at 31k, block scan alone: 0.13-0.14
+  s with one worker against 0.18-0.19 on one process (medians of 8, idle 2 cores, identical indices); PRDC from
+  its checkpoint at 52k: 10.3-11.2 updates/s on two threads against 6.0 on one.
   Box bounds as |k - clamp(k, lo, hi)|^2 (3 passes instead of 5) and one float32 slack per key (from the largest
   |x| of all points rather than per block) took the scan of 726 far keys from 0.22 / 0.25 s to 0.19 / 0.22 (keys
   at 31k / 5k updates, medians of 4, identical indices). Bounding boxes are the bound that prunes: a ball bound
