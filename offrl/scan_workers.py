@@ -17,12 +17,15 @@ import weakref
 
 import numpy as np
 import multiprocessing as mp
+import signal
 
 import torch
 
 
 def _serve(conn, scan) -> None:
     """A worker: answer (keys, start) messages with ids until told to stop or the parent is gone."""
+    # Ctrl-C reaches the whole process group: the parent decides what it means (offrl's runs save and stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     conn.send("ready")
     while True:
