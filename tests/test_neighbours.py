@@ -89,19 +89,21 @@ def test_worker_processes_share_the_block_scan_and_a_dead_one_is_survived():
     keys = (x[rng.integers(0, len(x), 256)] + rng.standard_normal((256, 23))).astype(np.float32)
     ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
     nn = NearestNeighbours(torch.from_numpy(x), "kdtree", near_radius=0.0, block_rows=1024, workers=3)
-    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))  # starts two workers, scans alone
+    # starts two workers, and scans alone unless they are already up (they may be: forking is quick)
+    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
     pool = nn._scan_workers
-    assert len(pool.processes) == 2 and pool.shared_calls == 0
+    assert len(pool.processes) == 2
+    shared = pool.shared_calls
     for _ in range(600):  # they are up within seconds (forked: nothing to import)
         if pool._ready():
             break
         time.sleep(0.05)
     _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
-    assert pool.shared_calls == 1
+    assert pool.shared_calls == shared + 1
     pool.processes[1].kill()
     pool.processes[1].join()
     _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))  # scanned here instead
-    assert not pool.alive and pool.shared_calls == 1
+    assert not pool.alive and pool.shared_calls == shared + 1
     assert not any(p.is_alive() for p in pool.processes)
 
 
