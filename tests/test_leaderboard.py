@@ -107,8 +107,8 @@ def test_a_group_that_finishes_later_is_added_and_the_board_keeps_what_it_held(t
     shutil.rmtree(tmp_path / "a")  # the first group's run folders are gone (trained on another machine)
     board = tmp_path / "results" / "b"
     (board / "train.sh").write_text("offrl run ...\n")  # the authors' own files beside the board
-    (board / "inflight" / "jobs").mkdir(parents=True)
-    (board / "inflight" / "jobs" / "checkpoint.pt").write_bytes(b"state")
+    (board / "notes").mkdir(parents=True)
+    (board / "notes" / "plot.txt").write_bytes(b"state")
     later = trained_rows(tmp_path / "c", "iql", scores=(50.0, 55.0, 60.0))
     table = tmp_path / "later.csv"
     append_rows(table, later)
@@ -122,7 +122,7 @@ def test_a_group_that_finishes_later_is_added_and_the_board_keeps_what_it_held(t
     assert "| td3bc | hopper-medium | 3 | 30.00 ± 10.00 |" in readme and "| iql | hopper-medium | 3 |" in readme
     assert "No run.yaml was left" not in readme  # the first group's config was kept from the board
     assert (board / "train.sh").read_text() == "offrl run ...\n"
-    assert (board / "inflight" / "jobs" / "checkpoint.pt").read_bytes() == b"state"
+    assert (board / "notes" / "plot.txt").read_bytes() == b"state"
     assert sorted(p.name for p in (board / "configs").iterdir()) == ["iql__hopper-medium.yaml",
                                                                       "td3bc__hopper-medium.yaml"]
     again = CliRunner().invoke(main, ["leaderboard", "--root", root, "publish", str(table), "b", "--add"])

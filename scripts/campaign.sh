@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Runs a queue of this board's jobs one after another, resuming any that a stop or a new machine cut short.
+# Runs a queue of a leaderboard's jobs one after another, resuming any that a stop cut short.
 #
-#   results/mujoco-medium-100k/campaign.sh QUEUE RUNS_DIR
+#   scripts/campaign.sh BOARD QUEUE RUNS_DIR      (BOARD: results/NAME, whose runs.csv counts as finished)
 #
 # QUEUE has one "agent dataset" pair a line. Each job trains seeds 0,1,2 for 100k updates (the board's
 # protocol) in RUNS_DIR/<agent>_<dataset> and appends its rows to RUNS_DIR/results.csv. A job whose folder
 # holds a checkpoint is resumed; a finished one is skipped: its folder has a `done` file, or its rows on the
-# dataset's current version are on the board (runs.csv beside the queue file) or in RUNS_DIR/results.csv (which
-# inflight.sh carries between machines).
+# dataset's current version are on the board (BOARD/runs.csv) or in RUNS_DIR/results.csv.
 #
 # Several queues can run side by side; they share the machine's cores. Each working queue holds a file in
 # RUNS_DIR/.queues (its pid) and starts or resumes a job with cores / (working queues) torch threads. A queue
@@ -15,8 +14,7 @@
 # current runs with SIGTERM, which checkpoints the step reached; they resume it at once with more threads
 # (what a run computes does not depend on its thread count, only its float rounding does).
 set -uo pipefail
-queue=$1 runs=$2
-board=$(cd "$(dirname "$queue")" && pwd)  # the queue files live beside the board's runs.csv
+board=$1 queue=$2 runs=$3
 cores=$(nproc)
 queues=$runs/.queues me=$runs/.queues/$(basename "$queue" .txt)
 mkdir -p "$queues"
