@@ -1,6 +1,6 @@
 """A complete new agent in one file: behaviour cloning with a tanh-Gaussian policy (maximum likelihood).
 
-Run it:  offrl run --plugin examples/my_agent.py --agent my-bc --env pointmass-medium --steps 2000
+Run it:  offrl run --plugin examples/my_agent.py --agent my-bc --env pointmass-expert --steps 2000
 """
 from dataclasses import dataclass
 

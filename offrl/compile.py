@@ -12,10 +12,9 @@ Modes:
               numbers as the eager one and results agree to float tolerance (tests/test_compile.py).
   cudagraphs  (CUDA only) torch.compile(step, mode="reduce-overhead"): inductor's kernels replayed from
               CUDA graphs, which removes the per-kernel launch cost that bounds small networks on a GPU.
-  auto        CUDA -> cudagraphs; CPU -> eager. On the CPU the update is dominated by batched matmuls that
-              compiled code hands to the same BLAS: measured on the 2-core AVX2 machine (torch 2.13.0,
-              hopper shapes, one seed), TD3+BC's compiled step took ~100 s to compile and ran 36.2 updates/s
-              against 44-58 eager, so compiling does not pay there. `--compile compile` still runs it on a CPU.
+  auto        CUDA -> cudagraphs; CPU -> eager. On a CPU the update is dominated by batched matmuls that
+              compiled code hands to the same BLAS, so compiling has not paid there (docs/performance.md).
+              `--compile compile` still runs it on a CPU.
 
 Fall-back: the first calls of a compiled step (`TRIAL_CALLS`, which covers the branches of delayed actor
 updates and target steps) keep a copy of the agent's and the buffer's state; if compiling raises, both are

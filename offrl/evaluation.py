@@ -1,7 +1,7 @@
 """Evaluation: every seed's policy on the same fixed set of episodes, all stepped as one vector env.
 
 S seeds × N episodes run as S·N gymnasium envs in one SyncVectorEnv (in-process: for MuJoCo-sized steps,
-process-based vector envs cost more in IPC than they save; specs/dependency-stack.md §2.1). Each step the
+process-based vector envs cost more in inter-process communication than they save). Each step the
 agent acts on all of them in one batched call: observations [S, N, d] -> actions [S, N, a]. Episode k of
 every seed is reset with seed `eval_seed + k`, so seeds are compared on the same starts, and a run's
 evaluation never touches the training random streams.

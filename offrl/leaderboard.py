@@ -1,6 +1,6 @@
 """Leaderboards: result rows published under results/ together with the protocol and provenance they share.
 
-A leaderboard is a folder results/NAME/ with three files:
+A leaderboard is a folder results/NAME/ holding:
 
     runs.csv     the per-seed result rows, in the results-table format (so `offrl table results/NAME/runs.csv`
                  recomputes everything below from them)
@@ -11,11 +11,11 @@ A leaderboard is a folder results/NAME/ with three files:
                  run.yaml when that is still there (else kept from the board itself), so that the reproduce
                  command does not depend on defaults that may have changed since (`offrl run --config` takes it)
 
-Other files in a board's folder (the scripts that train its runs, say) are the authors': publishing again keeps
-them. Groups that finish later are added with `publish(..., add=True)` (`offrl leaderboard publish --add`): the board
-keeps its rows, configs, title and notes, and refuses seeds it already holds. A group trained again (on a new
-version of its dataset, say) replaces the board's rows of the same agent and dataset with `replace=True`
-(`--replace`); the board's other groups, title and notes stay.
+Other files in a board's folder (plots, say) are the authors': publishing again keeps them. Groups that finish
+later are added with `publish(..., add=True)` (`offrl leaderboard publish --add`): the board keeps its rows,
+configs, title and notes, and refuses seeds it already holds. A group trained again (on a new version of its
+dataset, say) replaces the board's rows of the same agent and dataset with `replace=True` (`--replace`); the
+board's other groups, title and notes stay.
 
 A board compares like with like, so `publish` refuses a selection whose rows differ in updates, evaluation
 interval or evaluation episodes, whose (agent, dataset) group mixes agent configurations, or that holds the same
