@@ -106,7 +106,7 @@ def test_buffer_samples_extras_on_the_same_rows():
     assert batch["infos/row"].dtype == torch.int64 and batch["infos/row"].shape == (2, 64)
     torch.testing.assert_close(batch["infos/row"], rows)
     torch.testing.assert_close(batch["infos/pair"], rows[..., None].float().expand(2, 64, 2) * 0.5)
-    torch.testing.assert_close(batch["mc_return"], torch.as_tensor(ds.mc_return(0.5))[rows])
+    torch.testing.assert_close(batch["mc_return"], torch.from_numpy(ds.mc_return(0.5).copy())[rows])
     torch.testing.assert_close(batch["rewards"], torch.as_tensor(ds.rewards)[rows])
 
 
