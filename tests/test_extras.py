@@ -146,3 +146,23 @@ def test_agent_declared_extras_reach_update(pointmass, monkeypatch):
     train_agent("extras_recorder", ds, steps=1, batch_size=8)
     rows = [np.flatnonzero((ds.observations == o).all(1))[0] for o in seen["observations"][0].numpy()]
     np.testing.assert_allclose(seen["mc_return"][0].numpy(), ds.mc_return(0.99)[rows])
+
+
+def test_cli_run_of_an_agent_needing_a_missing_extra_is_one_line(tmp_path, data_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    from offrl import registry
+    from offrl.cli import main
+
+    td3bc = registry.get("td3bc")
+
+    class NeedsCost(td3bc.agent_cls):
+        extras = ("infos/cost",)
+
+    monkeypatch.setattr(registry, "_AGENTS", dict(registry._AGENTS))
+    registry.register_agent("needs_cost", NeedsCost, td3bc.config_cls, paper="test", family="test")
+    out = CliRunner().invoke(main, ["run", "--agent", "needs_cost", "--env", "pointmass-medium", "--steps", "10",
+                                    "--dataset-size", "20000", "--out", str(tmp_path / "runs")])
+    assert out.exit_code == 2, out.output
+    assert "dataset pointmass-medium has no extra field 'infos/cost' (it has mc_return)" in out.output
+    assert not (tmp_path / "runs").exists()  # nothing written
