@@ -39,10 +39,11 @@ class TransitionBuffer(nn.Module):
                      for k, v in arrays.items()}
         for name, value in (extras or {}).items():
             value = np.asarray(value)
-            if name in self.data or len(value) != self.size:
+            if name in self.data:
+                raise OfflineRLError(f"dataset {dataset.name}: extra field {name!r} shadows a batch key")
+            if value.ndim == 0 or len(value) != self.size:
                 raise OfflineRLError(f"dataset {dataset.name}: extra field {name!r} has shape {value.shape} "
-                                     f"for {self.size} transitions" + (" and shadows a batch key"
-                                                                       if name in self.data else ""))
+                                     f"for {self.size} transitions")
             if not value.flags.writeable:  # a memoised computed extra: torch refuses to share read-only memory
                 value = value.copy()
             dtype = torch.float32 if value.dtype.kind == "f" else None

@@ -166,3 +166,11 @@ def test_cli_run_of_an_agent_needing_a_missing_extra_is_one_line(tmp_path, data_
     assert out.exit_code == 2, out.output
     assert "dataset pointmass-medium has no extra field 'infos/cost' (it has mc_return)" in out.output
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_buffer_refuses_an_extra_that_shadows_a_batch_key_or_has_other_rows():
+    ds = episodes_dataset()
+    with pytest.raises(OfflineRLError, match="episodes: extra field 'dones' shadows a batch key"):
+        TransitionBuffer(ds, [0], 4, extras={"dones": np.zeros(7)})
+    with pytest.raises(OfflineRLError, match=r"episodes: extra field 'x' has shape \(5,\) for 7 transitions"):
+        TransitionBuffer(ds, [0], 4, extras={"x": np.zeros(5)})

@@ -109,8 +109,8 @@ def test_infos_become_extra_fields_with_the_t_plus_one_rule(minari_path):
     minari.create_dataset_from_buffers(
         "offrltest/hopper/infos-v0", [buffer(0, T0, True, recorded_infos(0, T0)),
                                       buffer(1, T1, False, recorded_infos(1, T1))],
-        env="Hopper-v5", eval_env="Hopper-v5", algorithm_name="fixture", author="offrl", author_email="offrl@example.com",
-        code_permalink="https://example.com/offrl", description="offrl test fixture")
+        env="Hopper-v5", eval_env="Hopper-v5", algorithm_name="fixture", author="offrl",
+        author_email="offrl@example.com", code_permalink="https://example.com/offrl", description="offrl test fixture")
     ds = resolve("minari:offrltest/hopper/infos-v0", log=quiet)
     steps = np.r_[np.arange(T0), 1000 + np.arange(T1)]  # entry t of each episode, as observations[:-1]
     assert sorted(ds.extras) == ["infos/cost", "infos/state/qpos", "next_infos/cost", "next_infos/state/qpos"]
