@@ -16,6 +16,9 @@ from offrl.rng import SeedStreams
 class Agent(nn.Module):
     # False for a method whose update cannot be batched over seeds: the trainer then runs seeds one by one.
     seed_axis = True
+    # Per-transition arrays beyond the fixed batch keys that update() reads, by name (Dataset.extras_for):
+    # recorded ones ("infos/qpos") or computed ones ("mc_return", with the config's discount).
+    extras: tuple[str, ...] = ()
 
     def __init__(self, spec, config, seeds, device="cpu"):
         super().__init__()

@@ -79,7 +79,8 @@ def build(agent_name: str, dataset, num_seeds: int, device, overrides=None, log=
     agent.prepare(dataset, cache=Cache(log=log))
     if agent_state is not None:  # a run's trained networks and optimisers (see run_checkpoint)
         agent.load_checkpoint_state(agent_state)
-    return agent, TransitionBuffer(dataset, seeds, config.batch_size, device)
+    return agent, TransitionBuffer(dataset, seeds, config.batch_size, device,
+                                   extras=dataset.extras_for(agent.extras, config))
 
 
 @dataclass

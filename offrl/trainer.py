@@ -116,7 +116,8 @@ class Trainer:
             self.agent.to(self.device)
             self.agent.total_steps = self.train_cfg.steps
             self.agent.prepare(self.dataset, cache=Cache(log=log))
-            self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device)
+            self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device,
+                                           extras=self.dataset.extras_for(self.agent.extras, self.agent_cfg))
             self.train_step = UpdateRunner(self.agent, self.buffer, spec.get("compile", "auto"), self.device,
                                            log=log)
         log(f"device {self.device} ({hardware(self.device)}), torch {torch.__version__}, update mode "

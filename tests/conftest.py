@@ -62,7 +62,8 @@ def train_agent(name: str, dataset, steps: int, seeds=(0,), compile_mode: str = 
     agent = registry.make(name, dataset.spec, config, list(seeds), "cpu")
     agent.total_steps = steps
     agent.prepare(dataset, cache=None)
-    buffer = TransitionBuffer(dataset, list(seeds), config.batch_size)
+    buffer = TransitionBuffer(dataset, list(seeds), config.batch_size,
+                              extras=dataset.extras_for(agent.extras, config))
     train_step = UpdateRunner(agent, buffer, compile_mode, "cpu")
     for step in range(1, steps + 1):
         train_step(step)

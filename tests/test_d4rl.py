@@ -145,6 +145,23 @@ def test_gym_mujoco_v2_file(d4rl_dir):
     env.close()
 
 
+def test_infos_become_extra_fields(d4rl_dir):
+    arrays = hopper_arrays()
+    arrays.update({"infos/qpos": rows(N, 6) + 0.25, "infos/qvel": rows(N, 6) - 0.25,
+                   "infos/action_log_probs": np.arange(N, dtype=np.float64),
+                   "infos/summary": np.zeros(3, np.float32)})  # not one row per transition: left out
+    write_hdf5(d4rl_dir / "hopper_medium-v2.hdf5", arrays)
+    ds = d4rl.resolve_d4rl("hopper-medium-v2", log=quiet)
+    assert sorted(ds.extras) == ["infos/action_log_probs", "infos/qpos", "infos/qvel"]
+    np.testing.assert_array_equal(ds.extra("infos/qpos")[5], 500.25 + np.arange(6))
+    np.testing.assert_array_equal(ds.extra("infos/qvel")[:, 0], 100 * np.arange(N) - 0.25)
+    assert ds.extra("infos/action_log_probs").dtype == np.float32
+    assert ds.provenance["infos_not_per_row"] == ["infos/summary"]
+    with pytest.raises(OfflineRLError, match=r"dataset hopper-medium-v2 has no extra field 'infos/goal' "
+                                             r"\(it has infos/action_log_probs, infos/qpos, infos/qvel, mc_return\)"):
+        ds.extra("infos/goal")
+
+
 def test_bare_name_means_v2_and_resolve_finds_it(d4rl_dir):
     write_hdf5(d4rl_dir / "hopper_medium_replay-v2.hdf5", hopper_arrays())
     assert d4rl.resolve_d4rl("hopper-medium-replay", log=quiet).version == "v2"
@@ -168,7 +185,7 @@ def antmaze_arrays():
         "rewards": np.array([0, 1, 1, 0, 0, 0, 0, 0, 0], dtype=np.float32),
         "terminals": np.array([0, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool),
         "timeouts": np.array([0, 0, 0, 1, 0, 0, 1, 0, 0], dtype=bool),
-        "infos/goal": np.zeros((n, 2), dtype=np.float32),
+        "infos/goal": rows(n, 2) + 0.5,
     }
 
 
@@ -184,7 +201,10 @@ def test_antmaze_file_without_next_observations(d4rl_dir):
     np.testing.assert_array_equal(ds.next_observations[:, 0], 100 * (kept + 1))
     np.testing.assert_array_equal(ds.terminals, [False, True, True, False, False, False])
     np.testing.assert_array_equal(ds.rewards, [0, 1, 1, 0, 0, 0])
-    assert not ds.timeouts.any()
+    # The last kept row of each trajectory ends its episode: returns and return-to-go keep episodes apart.
+    np.testing.assert_array_equal(ds.timeouts, [False, False, True, False, True, True])
+    np.testing.assert_array_equal(ds.extra("infos/goal")[:, 0], 100 * kept + 0.5)  # the same rows kept
+    np.testing.assert_array_equal(ds.mc_return(0.5), [0.5, 1.0, 1.0, 0.0, 0.0, 0.0])  # terminals stop the sum
     assert (ds.family, ds.version, ds.ref_min_score, ds.ref_max_score) == ("antmaze", "v2", 0.0, 1.0)
     with pytest.raises(OfflineRLError, match="antmaze-umaze-v2.*AntMaze"):
         ds.make_env()
@@ -201,6 +221,8 @@ def test_terminal_ends_the_trajectory_outside_antmaze(d4rl_dir):
     np.testing.assert_array_equal(ds.rewards, [0, 1, 2, 4])
     np.testing.assert_array_equal(ds.next_observations[:, 0], [100, 100, 300, 500])  # row 1: its own copy
     np.testing.assert_array_equal(ds.terminals, [False, True, False, False])
+    np.testing.assert_array_equal(ds.timeouts, [False, False, True, True])  # rows 2 and 4 lost their successor
+    np.testing.assert_array_equal(ds.episode_returns(), [1, 2, 4])
 
 
 def test_timeouts_derived_from_max_episode_steps():

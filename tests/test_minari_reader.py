@@ -23,13 +23,21 @@ def episode_obs(episode, T):
     return (1000 * episode + 10 * np.arange(T + 1)[:, None] + np.arange(11)[None, :]).astype(np.float64)
 
 
-def buffer(episode, T, terminated):
+def buffer(episode, T, terminated, infos=None):
     ends = np.zeros(T, dtype=bool)
     return EpisodeBuffer(
         id=episode, observations=episode_obs(episode, T),
         actions=np.full((T, 3), 0.1 * episode, dtype=np.float32),
         rewards=100.0 * episode + np.arange(T, dtype=np.float64),
-        terminations=np.r_[ends[:-1], terminated], truncations=np.r_[ends[:-1], not terminated], infos={})
+        terminations=np.r_[ends[:-1], terminated], truncations=np.r_[ends[:-1], not terminated],
+        infos=infos or {})
+
+
+def recorded_infos(episode, T):
+    """Infos as Minari's DataCollector records them: the reset's, then one per step (T+1 entries).
+    Entry t of "cost" is 1000 e + t; "state/qpos" row t is 1000 e + t + [0, 0.5]."""
+    t = 1000 * episode + np.arange(T + 1, dtype=np.float64)
+    return {"cost": t, "state": {"qpos": t[:, None] + np.array([0.0, 0.5])}}
 
 
 @pytest.fixture
@@ -97,6 +105,44 @@ def test_missing_minari_dataset_names_it(minari_path):
         load_minari("offrltest/hopper/absent-v0")
 
 
+def test_infos_become_extra_fields_with_the_t_plus_one_rule(minari_path):
+    minari.create_dataset_from_buffers(
+        "offrltest/hopper/infos-v0", [buffer(0, T0, True, recorded_infos(0, T0)),
+                                      buffer(1, T1, False, recorded_infos(1, T1))],
+        env="Hopper-v5", eval_env="Hopper-v5", algorithm_name="fixture", author="offrl",
+        author_email="offrl@example.com", code_permalink="https://example.com/offrl", description="offrl test fixture")
+    ds = resolve("minari:offrltest/hopper/infos-v0", log=quiet)
+    steps = np.r_[np.arange(T0), 1000 + np.arange(T1)]  # entry t of each episode, as observations[:-1]
+    assert sorted(ds.extras) == ["infos/cost", "infos/state/qpos", "next_infos/cost", "next_infos/state/qpos"]
+    np.testing.assert_array_equal(ds.extra("infos/cost"), steps)
+    np.testing.assert_array_equal(ds.extra("next_infos/cost"), steps + 1)  # what step t returned
+    np.testing.assert_array_equal(ds.extra("infos/state/qpos")[:, 1], steps + 0.5)
+    np.testing.assert_array_equal(ds.extra("next_infos/state/qpos")[T0 - 1], [T0, T0 + 0.5])  # episode 0's end
+
+
+def test_infos_of_t_entries_and_infos_that_do_not_fit():
+    def episode(i, T, infos):
+        return SimpleNamespace(id=i, observations=np.zeros((T + 1, 2)), actions=np.zeros((T, 1)),
+                               rewards=np.zeros(T), terminations=np.zeros(T, bool),
+                               truncations=np.r_[np.zeros(T - 1, bool), True], infos=infos)
+    episodes = [episode(0, 2, {"cost": np.array([1.0, 2.0]), "label": np.array(["a", "b"]),
+                               "only_here": np.array([1, 2])}),
+                episode(1, 3, {"cost": np.array([3.0, 4.0, 5.0]), "label": np.array(["c", "d", "e"]),
+                               "flag": np.array([True, False, True])})]
+    arrays, _, left_out = episodes_to_transitions(episodes)
+    np.testing.assert_array_equal(arrays["infos/cost"], [1, 2, 3, 4, 5])  # T entries: taken as they are
+    assert "next_infos/cost" not in arrays
+    assert left_out == ["infos/flag", "infos/label", "infos/only_here"]  # text, or not in every episode
+
+
+def test_episode_cut_short_gets_a_timeout():
+    ep = SimpleNamespace(id=0, observations=np.zeros((3, 1)), actions=np.zeros((2, 1)), rewards=np.ones(2),
+                         terminations=np.zeros(2, bool), truncations=np.zeros(2, bool))
+    arrays, _, _ = episodes_to_transitions([ep, ep])
+    np.testing.assert_array_equal(arrays["timeouts"], [0, 1, 0, 1])
+    np.testing.assert_array_equal(arrays["terminals"], [0, 0, 0, 0])
+
+
 def test_flatten_dict_observation_in_sorted_key_order():
     T = 2
     obs = {
@@ -117,7 +163,7 @@ def test_dict_observation_episodes_keep_t_plus_one_alignment():
                             "desired_goal": np.array([[9.0], [9.0], [9.0]])},
         actions=np.zeros((2, 1)), rewards=np.zeros(2), terminations=np.zeros(2, bool),
         truncations=np.array([False, True]))
-    arrays, layout = episodes_to_transitions([ep])
+    arrays, layout, _ = episodes_to_transitions([ep])
     np.testing.assert_array_equal(arrays["observations"], [[9, 0], [9, 1]])
     np.testing.assert_array_equal(arrays["next_observations"], [[9, 1], [9, 2]])
     assert layout == [("desired_goal", 1, []), ("observation", 1, [])]

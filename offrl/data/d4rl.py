@@ -9,10 +9,13 @@ This module owns D4RL's facts: dataset names, file names, reference scores (`REF
   included). When absent (antmaze, adroit, kitchen, maze2d), s'[i] = s[i+1] within a recorded trajectory.
   A row with no successor in its trajectory (a timeout, the file's last row) is dropped: it cannot be
   bootstrapped. A terminal row is kept (its reward and flag are the signal, and a terminal is never
-  bootstrapped); if it ends its trajectory its next observation is a copy of its own.
+  bootstrapped); if it ends its trajectory its next observation is a copy of its own. The row before a
+  dropped timeout row gets the timeout, so that episodes stay apart (returns, return-to-go).
 - Antmaze trajectories end on timeouts only: `terminals` mark "near the goal" and the recorded trajectory goes
   on after them (clusters of terminal rows, D4RL#199), so splitting on them would drop every rewarded row.
 - A file with no `timeouts` (kitchen) gets them from the task's max_episode_steps, else none.
+- Every `infos/*` array with one row per transition (infos/qpos, infos/qvel, infos/goal) becomes an extra
+  field of that name, with the same rows kept.
 
 Evaluation environments are Gymnasium's: Hopper-v5, HalfCheetah-v5 and Walker2d-v5 have D4RL's observation
 sizes, and Ant-v4 with `use_contact_forces=True` has D4RL's 111 (qpos[2:], qvel, clipped cfrc_ext; Ant-v5
@@ -259,6 +262,11 @@ def to_transitions(data: dict, *, antmaze: bool = False, max_episode_steps: int 
         notes["timeouts"] = f"derived from max_episode_steps={max_episode_steps}" if max_episode_steps else "none"
     arrays = {"observations": obs, "actions": data["actions"], "rewards": data["rewards"],
               "terminals": terminals, "timeouts": timeouts}
+    infos = sorted(k for k in data if k.startswith("infos/"))
+    per_row = [k for k in infos if data[k].ndim >= 1 and len(data[k]) == len(obs)]
+    arrays.update({k: data[k] for k in per_row})
+    if len(per_row) < len(infos):
+        notes["infos_not_per_row"] = [k for k in infos if k not in per_row]
     if "next_observations" in data:
         arrays["next_observations"] = data["next_observations"]
         notes["next_observations"] = "file"
@@ -268,6 +276,9 @@ def to_transitions(data: dict, *, antmaze: bool = False, max_episode_steps: int 
     next_obs = obs.copy()  # the copy stays only on kept terminal rows, which are never bootstrapped
     next_obs[:-1][has_next[:-1]] = obs[1:][has_next[:-1]]
     keep = has_next | terminals
+    # A kept row whose successor is dropped ends its trajectory in the dataset: a timeout (bootstrapped).
+    arrays["timeouts"] = timeouts.copy()
+    arrays["timeouts"][:-1] |= has_next[:-1] & ~keep[1:]
     arrays["next_observations"] = next_obs
     notes.update(next_observations="observations[i+1]", dropped_rows=int((~keep).sum()))
     return {k: v[keep] for k, v in arrays.items()}, notes

@@ -1,16 +1,28 @@
 """The Dataset every reader returns and every agent trains on: flat float32 transition arrays plus what a
-run needs to evaluate and report (spec, reference scores, evaluation env, provenance)."""
+run needs to evaluate and report (spec, reference scores, evaluation env, provenance).
+
+Beside the fixed arrays a Dataset carries optional named per-transition arrays, `extras`: what a file records
+per step (D4RL's `infos/qpos`, a Minari dataset's `infos/cost`), and what is computed from the transitions
+(`mc_return`, the discounted return-to-go, offrl.data.returns). An agent names the extras it reads
+(`Agent.extras`); `extras_for` gives them, computing and memoising what is computed, and a name the dataset
+does not have is one error naming the dataset, the field and what it has.
+"""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import gymnasium as gym
 import numpy as np
 
+from offrl.data import returns
 from offrl.errors import OfflineRLError
 
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+# Extras computed from the transitions: each is a Dataset method of that name whose keyword arguments are its
+# parameters (read from an agent config's fields of the same names, see Dataset.extras_for).
+COMPUTED_EXTRAS = ("mc_return",)
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,7 @@ class Dataset:
 
     `terminals` marks true ends (no bootstrap from s'); `timeouts` marks episode ends by time limit only.
     `family` names the environment family ("hopper", "pointmass") for per-family agent defaults.
+    `extras` holds the per-transition arrays a file recorded beyond these (leading axis N, any dtype).
     """
     name: str
     observations: np.ndarray
@@ -43,6 +56,9 @@ class Dataset:
     ref_max_score: float | None = None
     env_factory: Callable[[], gym.Env] | None = None
     provenance: dict = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    # Computed extras, keyed by (name, parameters): computed once per dataset and parameters.
+    _computed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.validate()
@@ -69,6 +85,12 @@ class Dataset:
                 raise OfflineRLError(f"dataset {self.name}: {key} is not an array")
             if arr.shape[0] != n:
                 raise OfflineRLError(f"dataset {self.name}: {key} has {arr.shape[0]} rows, rewards has {n}")
+        for key, arr in self.extras.items():
+            if key in FIELDS or key in COMPUTED_EXTRAS:
+                raise OfflineRLError(f"dataset {self.name}: extra field {key!r} shadows a built-in field")
+            if not isinstance(arr, np.ndarray) or arr.ndim == 0 or arr.shape[0] != n:
+                raise OfflineRLError(f"dataset {self.name}: extra field {key} has shape "
+                                     f"{getattr(arr, 'shape', None)}, rewards has {n} rows")
         if n == 0:
             raise OfflineRLError(f"dataset {self.name} is empty")
         if self.observations.ndim != 2 or self.actions.ndim != 2 or self.rewards.ndim != 1:
@@ -103,6 +125,53 @@ class Dataset:
         sums = np.add.reduceat(self.rewards.astype(np.float64), np.r_[0, ends[:-1] + 1])
         return sums
 
+    def mc_return(self, discount: float, reward_scale: float = 1.0, reward_shift: float = 0.0,
+                  failure_reward: float | None = None, bootstrap_tail: bool = False) -> np.ndarray:
+        """Discounted return-to-go of every transition, float32 [N], computed once per parameters.
+
+        Episodes end at terminals, timeouts and the dataset's last row. A truncated episode (a timeout, or the
+        dataset's cut end) sums only its recorded rewards, as the official Cal-QL code does for AntMaze and
+        Adroit; `bootstrap_tail=True` continues it with its last reward forever (Cal-QL on Kitchen). Rewards
+        are transformed first (reward_scale·r + reward_shift), and an episode whose every reward equals
+        `failure_reward` gets r'_fail / (1 − γ) everywhere (Cal-QL's sparse-reward rule): offrl.data.returns.
+        """
+        key = ("mc_return", float(discount), float(reward_scale), float(reward_shift),
+               None if failure_reward is None else float(failure_reward), bool(bootstrap_tail))
+        if key not in self._computed:
+            g = returns.return_to_go(self.rewards, self.terminals, self.timeouts, discount,
+                                     reward_scale=reward_scale, reward_shift=reward_shift,
+                                     failure_reward=failure_reward, bootstrap_tail=bootstrap_tail)
+            g.flags.writeable = False  # shared by every buffer built from this dataset
+            self._computed[key] = g
+        return self._computed[key]
+
+    def extra(self, name: str, **params) -> np.ndarray:
+        """The extra per-transition array `name` ([N, ...]): a recorded one, or a computed one with `params`."""
+        if name in COMPUTED_EXTRAS:
+            return getattr(self, name)(**params)
+        if name not in self.extras:
+            has = ", ".join(sorted(self.extras) + sorted(COMPUTED_EXTRAS))
+            raise OfflineRLError(f"dataset {self.name} has no extra field {name!r} (it has {has})")
+        return self.extras[name]
+
+    def extras_for(self, names: Iterable[str], config=None) -> dict[str, np.ndarray]:
+        """{name: array} for the extras an agent declares. A computed extra reads its parameters from the
+        agent config's fields of the same names (mc_return: `discount`, and `reward_scale`, `reward_shift`,
+        `failure_reward`, `bootstrap_tail` where the config has them), so the returns are in the units of
+        the agent's own backup."""
+        out = {}
+        for name in names:
+            params = {}
+            if name in COMPUTED_EXTRAS:
+                wanted = inspect.signature(getattr(self, name)).parameters
+                params = {k: getattr(config, k) for k in wanted if hasattr(config, k)}
+                missing = [k for k, p in wanted.items() if p.default is p.empty and k not in params]
+                if missing:
+                    raise OfflineRLError(f"extra field {name} of dataset {self.name} needs "
+                                         f"{', '.join(missing)}, which the agent config does not have")
+            out[name] = self.extra(name, **params)
+        return out
+
     def make_env(self) -> gym.Env:
         if self.env_factory is None:
             raise OfflineRLError(f"dataset {self.name} has no evaluation environment")
@@ -117,7 +186,13 @@ class Dataset:
 
 
 def from_arrays(name: str, arrays: dict, **meta) -> Dataset:
-    """Build a Dataset from a dict of arrays, casting to the canonical dtypes."""
+    """Build a Dataset from a dict of arrays, casting to the canonical dtypes; any key beyond FIELDS is an
+    extra per-transition array (floats become float32, integers and booleans keep their dtype)."""
+    extras = {}
+    for key, value in arrays.items():
+        if key not in FIELDS:
+            value = np.asarray(value)
+            extras[key] = value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
     cast = {}
     for key in FIELDS:
         if key not in arrays:
@@ -127,4 +202,4 @@ def from_arrays(name: str, arrays: dict, **meta) -> Dataset:
     cast["rewards"] = cast["rewards"].reshape(-1)
     cast["terminals"] = cast["terminals"].reshape(-1)
     cast["timeouts"] = cast["timeouts"].reshape(-1)
-    return Dataset(name=name, **cast, **meta)
+    return Dataset(name=name, **cast, extras=extras, **meta)
