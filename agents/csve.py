@@ -74,11 +74,11 @@ from torch import nn
 from offrl.agent import Agent
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.dynamics import DynamicsConfig, EnsembleDynamics, load_or_fit
-from offrl.envs.termination import never
 from offrl.nets import GaussianActor
 from offrl.optim import adam
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
+from offrl.termination import never
 
 
 

@@ -1,9 +1,15 @@
-"""Environments and dataset recipes the suite ships. Importing this package registers them.
+"""Environments and dataset recipes the suite ships. Importing this package registers them in the core.
 
 A recipe turns a dataset name (`pointmass-medium`) into episodes and reference scores, with no download.
+pyproject.toml declares this package in the entry-point group `offrl.envs`: the core finds it there and
+never imports envs/. What it registers: the recipes (offrl.data.recipes), the termination functions for
+model rollouts (envs/termination.py, into offrl.termination), the trainers of the MuJoCo behaviour policies
+(`offrl datasets train-behaviour`), and the Gymnasium id offrl/PointMass-v0 (envs/pointmass.py).
 """
-from offrl.data.recipes import Recipe, register_recipe
-from offrl.envs import pointmass
+import functools
+
+from offrl.data.recipes import Recipe, register_behaviour_trainer, register_recipe
+from offrl.envs import behaviour, mujoco, pointmass, termination  # noqa: F401  (termination registers itself)
 
 register_recipe(Recipe(
     family="pointmass",
@@ -18,7 +24,9 @@ register_recipe(Recipe(
 ))
 
 # The MuJoCo recipes (envs/mujoco.py): one per env whose behaviour policies are shipped in envs/policies/.
-from offrl.envs import mujoco  # noqa: E402
-
 for _family in mujoco.available_families():
     register_recipe(mujoco.make_recipe(_family))
+
+# Every MuJoCo family can train its policies, also one whose policies (and so its recipe) do not exist yet.
+for _family in behaviour.FAMILIES:
+    register_behaviour_trainer(_family, functools.partial(behaviour.train_behaviour, _family))

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from offrl.atomic import atomic_path, file_sha256, write_text_atomic
+from offrl.envs.rollout import run_episodes
 
 # torch is imported where it is used: importing offrl.envs (to list the recipes) stays quick.
 
@@ -276,8 +277,6 @@ def save_policy(state: dict, path: Path) -> None:
 def evaluate(policy, env_id: str, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED,
              deterministic: bool = True, rng_seed: int = 0) -> np.ndarray:
     """Returns of `episodes` episodes (episode k starts from env seed `seed + k`); actions as in `policy.act`."""
-    from offrl.envs.mujoco import run_episodes
-
     eps = run_episodes(env_id, policy, episodes=episodes, episode_seeds=lambda k: seed + k,
                        rng=np.random.default_rng(rng_seed), deterministic=deterministic,
                        num_envs=min(episodes, 50), progress=False)

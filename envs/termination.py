@@ -1,11 +1,9 @@
-"""Termination functions for model rollouts: done = f(obs, act, next_obs), one per environment family.
+"""Termination functions for model rollouts of offrl's environments: done = f(obs, act, next_obs).
 
 A learned dynamics model predicts the next state but not whether the episode ends there, so model-based
 agents (MOPO, MOBILE, COMBO, COCOA's anchor roll-outs) decide it from the predicted state with the
-environment's own health check. Every function takes batched arrays with any leading dims, [..., obs_dim]
-(numpy arrays or torch tensors, the result has the same kind), and returns a bool mask [...] that is True
-where the episode has ended at `next_obs`. They are pure tensor programs (no host round trip, no branch
-on values), so they can run inside a compiled update.
+environment's own health check. Importing this module registers each function in the core's registry
+(offrl/termination.py, which says what a function takes and returns), where agents look them up.
 
 Where the checks come from (observation layouts are Gymnasium v5's defaults, which drop the x (and y)
 position; D4RL's v2 observations have the same layout):
@@ -24,21 +22,14 @@ halfcheetah The environment never terminates. MBPO / OfflineRL-Kit / COCOA end a
 ant         Gymnasium Ant-v5: all finite and z = obs[0] in [0.2, 1.0] (inclusive). MBPO's D4RL ant function
             (OfflineRL-Kit `termination_fn_ant`) is identical.
 pointmass   envs/pointmass.py: the point is within 0.05 of the goal, obs = [px, py, gx, gy].
-
-`termination_fn(family)` returns the function for a dataset family ("hopper", "half_cheetah" and
-"HalfCheetah" are accepted too) and raises a clear error for a family without one.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import torch
 
 from offrl.envs.pointmass import GOAL_RADIUS
-from offrl.errors import OfflineRLError
-
-TerminationFn = Callable[[object, object, object], object]
+from offrl.termination import register_termination
 
 
 def _isfinite(x):
@@ -78,32 +69,6 @@ def pointmass(obs, act, next_obs):
     return _norm(next_obs[..., :2] - next_obs[..., 2:4]) < GOAL_RADIUS
 
 
-def never(obs, act, next_obs):
-    """No termination (reverse rollouts; environments that never end)."""
-    if isinstance(next_obs, torch.Tensor):
-        return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
-    return np.zeros(np.shape(next_obs)[:-1], dtype=bool)
-
-
-TERMINATION_FNS: dict[str, TerminationFn] = {
-    "hopper": hopper,
-    "walker2d": walker2d,
-    "halfcheetah": halfcheetah,
-    "ant": ant,
-    "pointmass": pointmass,
-}
-
-
-def _canonical(family: str) -> str:
-    return family.lower().replace("_", "").replace("-", "")
-
-
-def termination_fn(family: str | None) -> TerminationFn:
-    """The termination function of an environment family; OfflineRLError if there is none."""
-    key = _canonical(family) if family else ""
-    if key not in TERMINATION_FNS:
-        raise OfflineRLError(
-            f"no termination function for environment family {family!r}: offrl has one for "
-            f"{', '.join(sorted(TERMINATION_FNS))}. Add it to offrl/envs/termination.py, or pass "
-            "termination=... to the dynamics model")
-    return TERMINATION_FNS[key]
+for _family, _fn in [("hopper", hopper), ("walker2d", walker2d), ("halfcheetah", halfcheetah), ("ant", ant),
+                    ("pointmass", pointmass)]:
+    register_termination(_family, _fn)

@@ -390,12 +390,11 @@ def datasets_build(names, size, force, workers):
 def datasets_train_behaviour(env, steps, seed):
     """Train the behaviour policies of a MuJoCo recipe (hopper, halfcheetah, walker2d, ant) with SB3 PPO (ant: SAC) and
     write them to envs/policies/ENV (resumes an interrupted run with the same seed)."""
-    from offrl.envs.behaviour import train_behaviour
+    from offrl.data import recipes
 
+    train = recipes.behaviour_trainer(env)
     try:
-        train_behaviour(env, total_steps=steps, seed=seed, log=lambda msg: click.echo(msg, err=False))
-    except KeyError as exc:
-        raise OfflineRLError(exc.args[0]) from None
+        train(total_steps=steps, seed=seed, log=lambda msg: click.echo(msg, err=False))
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to resume from the last snapshot", err=True)
         sys.exit(130)

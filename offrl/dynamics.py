@@ -39,8 +39,8 @@ agents-prdc-cocoa-csve-cdsa.md §3.3-3.4]:
 
 Stepping: stochastic = per row one uniformly random elite, sample mu + sigma * eps (MOPO/MOBILE rollouts,
 CSVE); deterministic = mean of the elites' means, no noise (COCOA anchors). Termination comes from the
-dataset family's function in offrl/envs/termination.py, evaluated on (s, a, predicted s'); a reverse
-model never terminates (COCOA uses a dummy function there).
+dataset family's function, registered by its environment (offrl/termination.py), evaluated on
+(s, a, predicted s'); a reverse model never terminates (COCOA uses a dummy function there).
 
 Deliberate differences from OfflineRL-Kit (none changes the algorithm):
 - the learnable log-variance bounds are shared by the members and are not rolled back with a member's best
@@ -71,6 +71,7 @@ from offrl.errors import OfflineRLError
 from offrl.nets import StackedLinear
 from offrl.optim import adam
 from offrl.rng import SeedStreams
+from offrl.termination import termination_fn
 
 DIRECTIONS = ("forward", "reverse")
 # The cache stage name of each direction: one artefact per (dataset, stage, config).
@@ -227,7 +228,6 @@ class EnsembleDynamics(nn.Module):
         if self.config.direction == "reverse":
             return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
         if self._termination is None:
-            from offrl.envs.termination import termination_fn  # envs/ sits above the core: import late
             self._termination = termination_fn(self.family)
         return self._termination(obs, act, next_obs)
 

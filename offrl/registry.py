@@ -1,22 +1,19 @@
 """The agent registry: agents register themselves by name; the CLI and the trainer look them up.
 
-Where agents come from, in order: the built-in files in agents/ (installed as offrl.agents), packages that
-declare the entry-point group `offrl.agents` (each entry point names a module to import), and files given
-with `offrl run --plugin my_agent.py`. Registering a name twice with a different class is an error.
+Where agents come from: the modules named by the entry-point group `offrl.agents` (offrl/extensions.py),
+which holds the built-in agents/ (installed as offrl.agents; pyproject.toml declares it) and any installed
+plugin package, and files given with `offrl run --plugin my_agent.py`. The registry names the group, not a
+module, so the core never imports agents/. Registering a name twice with a different class is an error.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import pkgutil
 import sys
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 
+from offrl import extensions
 from offrl.errors import OfflineRLError
-
-ENTRY_POINT_GROUP = "offrl.agents"
 
 
 @dataclass
@@ -35,7 +32,6 @@ class AgentInfo:
 
 
 _AGENTS: dict[str, AgentInfo] = {}
-_discovered = False
 
 
 def register_agent(name: str, agent_cls: type, config_cls: type, *, paper: str = "", family: str = "",
@@ -51,21 +47,8 @@ def register_agent(name: str, agent_cls: type, config_cls: type, *, paper: str =
 
 
 def discover() -> None:
-    """Import built-in agents and entry-point plugins once."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    import offrl.agents as builtin
-    for mod in pkgutil.iter_modules(builtin.__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"offrl.agents.{mod.name}")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:
-            raise OfflineRLError(f"plugin entry point {ep.name} ({ep.value}) failed to load: "
-                                 f"{type(exc).__name__}: {exc}") from None
+    """Import the agents the install declares (built-in and plugin packages) once."""
+    extensions.load_agents()
 
 
 def load_plugin(path: str | Path) -> None:

@@ -13,10 +13,10 @@ import torch
 from offrl.cache import Cache
 from offrl.dynamics import DynamicsConfig, EnsembleDynamics, fit, load_or_fit
 from offrl.envs import pointmass as pm
-from offrl.envs.termination import TERMINATION_FNS, termination_fn
 from offrl.errors import OfflineRLError
 from offrl.gymenv import make_env
 from offrl.rng import SeedStreams
+from offrl.termination import termination_fn
 
 
 def small(**kw) -> DynamicsConfig:
@@ -187,7 +187,7 @@ def test_rollout_respects_termination(forward):
     assert term[0, 0].float().mean() > 0.9 and not term[1, 0].any()  # near-goal rows end at once
     assert term[1].any(dim=0).float().mean() > 0.5 and not mask[1].all()  # far rows end later, masked after
     torch.testing.assert_close(out["observations"][:, 1:], out["next_observations"][:, :-1])
-    again = TERMINATION_FNS["pointmass"](out["observations"], out["actions"], out["next_observations"])
+    again = termination_fn("pointmass")(out["observations"], out["actions"], out["next_observations"])
     assert torch.equal(again, term)
     stochastic = model.rollout(policy, start, horizon=3, streams=SeedStreams([0, 1], "rollout"))
     assert stochastic["rewards"].shape == (2, 3, 32)

@@ -1,11 +1,14 @@
 """Recipes for the suite's own datasets, and their storage as Minari datasets under the offrl data folder.
 
-A recipe (registered by envs/) says how to make `<family>-<level>` episodes and the reference returns.
-`build` writes them as the Minari dataset `offrl/<family>/<level>-v<version>` (any Minari user can load it),
-with ref_min_score / ref_max_score in its metadata and the recipe's provenance beside it (with the behaviour
-data's mean return). The write goes to a temporary folder first and is renamed into place, so a killed build
-leaves nothing half-written. A level the recipe declares as the concatenation of other levels' datasets
-(medium-expert = medium + expert) is read from them when they are built, not generated again.
+A recipe says how to make `<family>-<level>` episodes and the reference returns. `build` writes them as the
+Minari dataset `offrl/<family>/<level>-v<version>` (any Minari user can load it), with ref_min_score /
+ref_max_score in its metadata and the recipe's provenance beside it (with the behaviour data's mean return).
+The write goes to a temporary folder first and is renamed into place, so a killed build leaves nothing
+half-written. A level the recipe declares as the concatenation of other levels' datasets (medium-expert =
+medium + expert) is read from them when they are built, not generated again.
+
+The environment packages register their recipes, and the trainers of their behaviour policies, here when
+the entry points of the group `offrl.envs` are loaded (offrl/extensions.py): this module never imports them.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from offrl import extensions
 from offrl.atomic import file_sha256
 from offrl.errors import OfflineRLError
 from offrl.gymenv import quiet_mujoco
@@ -26,6 +30,9 @@ from offrl.lock import FileLock
 from offrl.paths import datasets_dir
 
 RECIPES: dict[str, "Recipe"] = {}
+# family -> train(total_steps=None, seed=0, log=print): trains the behaviour policies its recipe rolls out.
+# Kept apart from the Recipe: a family's recipe exists only once its policies do.
+BEHAVIOUR_TRAINERS: dict[str, Callable[..., object]] = {}
 
 
 @dataclass
@@ -48,9 +55,23 @@ def register_recipe(recipe: Recipe) -> None:
     RECIPES[recipe.family] = recipe
 
 
+def register_behaviour_trainer(family: str, train: Callable[..., object]) -> None:
+    """Make `offrl datasets train-behaviour FAMILY` call train(total_steps=, seed=, log=)."""
+    BEHAVIOUR_TRAINERS[family] = train
+
+
 def load_builtin() -> None:
-    """The recipes the suite ships register themselves when offrl.envs is imported."""
-    import offrl.envs  # noqa: F401
+    """Register the recipes of the installed environment packages (offrl's envs/ and any plugin's), once.
+    Loading them also registers their Gymnasium env ids."""
+    extensions.load_envs()
+
+
+def behaviour_trainer(family: str) -> Callable[..., object]:
+    load_builtin()
+    if family not in BEHAVIOUR_TRAINERS:
+        raise OfflineRLError(f"offrl cannot train behaviour policies for {family!r}: it can for "
+                             f"{', '.join(sorted(BEHAVIOUR_TRAINERS)) or 'no environment'}")
+    return BEHAVIOUR_TRAINERS[family]
 
 
 def split_name(name: str) -> tuple[Recipe, str] | None:
