@@ -68,8 +68,8 @@ SAC_RLZOO = dict(learning_rate=3e-4, buffer_size=300_000, learning_starts=10_000
                  policy_kwargs=dict(net_arch=dict(pi=[128, 128], qf=[256, 256]), activation_fn="relu"))
 
 # Per env: PPO or SAC keyword arguments, whether observations/rewards go through VecNormalize, and the default
-# step budget. Hopper: SB3 defaults, measured to reach ~3,100-3,300 in 400-500k steps at ~1,150 steps/s
-# (specs/dependency-stack.md §5.3). The others: see the comments.
+# step budget. Hopper: SB3 defaults, measured to reach ~3,100-3,300 in 400-500k steps at ~1,150 steps/s.
+# The others: see the comments.
 SETTINGS: dict[str, dict] = {
     "Hopper-v5": dict(ppo=SB3_DEFAULTS, normalize=False, steps=600_000),
     # PPO's classic MuJoCo setting (the defaults above, with observation and reward normalisation).
@@ -79,7 +79,7 @@ SETTINGS: dict[str, dict] = {
     # scored 91 on their medium data after 20k updates -- an expert that offline RL beats is not "fully trained".
     "HalfCheetah-v5": dict(ppo=RLZOO_HALFCHEETAH, normalize=True, steps=1_000_000),
     # PPO did not learn Ant-v5 here: SB3's defaults + VecNormalize (RL-Zoo's entry) swung between 10 and 480
-    # (specs/behaviour-policies.md) and the tuned HalfCheetah values stayed at the ~1,000 a standing ant earns
+    # and the tuned HalfCheetah values stayed at the ~1,000 a standing ant earns
     # in 400k steps. SAC, as D4RL used, with RL-Zoo's MuJoCo values (10k random steps first, else SB3's
     # defaults; a 300k-transition FIFO buffer); a 128x128 actor keeps the shipped files small, the critics
     # keep SAC's 256x256. 1M steps, D4RL's "fully trained" budget: at 300k the deterministic evaluation was

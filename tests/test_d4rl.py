@@ -1,6 +1,6 @@
 """offrl.data.d4rl: D4RL names, file names and reference scores, and reading D4RL hdf5 files into Datasets.
 
-Every fixture is a tiny file written here with h5py in D4RL's on-disk layout (specs/dependency-stack.md §4.1);
+Every fixture is a tiny file written here with h5py in D4RL's on-disk layout;
 no real D4RL data is needed or downloaded.
 """
 import hashlib

@@ -1,7 +1,7 @@
 """offrl.data.minari_reader and resolve("minari:..."): Minari's T+1 observations become aligned transitions.
 
 Fixtures are written with minari's own API (create_dataset_from_buffers, no jax) into tmp_path, with two
-episodes of different lengths so that an off-by-one per episode (specs/peer-systems.md §5.5) cannot hide.
+episodes of different lengths so that an off-by-one per episode cannot hide.
 """
 from types import SimpleNamespace
 

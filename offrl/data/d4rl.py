@@ -1,5 +1,5 @@
 """D4RL hdf5 files -> Datasets, read with h5py. The `d4rl` package is never imported: it needs mujoco-py and
-MuJoCo 2.1, which no longer install (specs/dependency-stack.md §1.3).
+MuJoCo 2.1, which no longer install on current Python.
 
 This module owns D4RL's facts: dataset names, file names, reference scores (`REF_SCORES`, from D4RL's
 `infos.py`), where D4RL keeps its files, and how a file becomes transitions:

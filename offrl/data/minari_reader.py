@@ -1,7 +1,7 @@
 """Minari datasets -> flat transitions, through the minari package.
 
 Minari stores T+1 observations for T actions per episode: observations = obs[:-1], next = obs[1:]
-(reading obs alongside actions without this cut shifts every later episode: specs/peer-systems.md §5.5).
+(reading obs alongside actions without this cut shifts every later episode by one step).
 `terminals` are Minari's terminations (bootstrap stops); `timeouts` are its truncations, and an episode that
 ends with neither (a recording cut short) gets a timeout on its last step, so that episodes stay apart.
 Dict observations are flattened in sorted key order; the layout is recorded in the provenance.
