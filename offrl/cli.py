@@ -21,6 +21,10 @@ def friendly(fn):
         except OfflineRLError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # the machine refused: a path that is a file, a read-only folder, a full disk
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)", err=True)
             sys.exit(130)
@@ -44,7 +48,43 @@ def parse_seeds(text: str) -> list[int]:
         raise OfflineRLError(f"--seeds takes a list like 0,1,2 or a range like 0-4, got {text!r}") from None
 
 
-@click.group()
+class OneLineErrors(click.Group):
+    """click's own usage errors (a bad option value, an unknown option) as one line, like the library's."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def plain_name(ctx, param, value):
+    """A run folder's name: one folder inside --out, never a path out of it."""
+    if value is not None and (not value.strip() or "/" in value or "\\" in value or value in (".", "..")
+                              or value.startswith(".")):
+        raise click.BadParameter(f"{value!r} must be a plain folder name (no path separator, not empty, no "
+                                 "leading dot)")
+    return value
+
+
+def positive_counts(ctx, param, value):
+    """Seed counts for bench: a list like 1,4,16, each at least 1."""
+    if value is not None and any(n < 1 for n in parse_seeds(value)):
+        raise click.BadParameter(f"seed counts must be at least 1, got {value!r}")
+    return value
+
+
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="offrl")
 def main():
     """offrl: offline-RL agents on D4RL, Minari and generated datasets, with a results table."""
@@ -69,14 +109,14 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of agent config overrides")
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
-@click.option("--threads", type=int, help="CPU threads [default: one per seed, up to the cores; with --resume, "
-              "the run's own setting]")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: one per seed, up to the cores; "
+              "with --resume, the run's own setting]")
 @compile_option
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="folder of run folders")
 @click.option("--results", type=click.Path(), help="results table CSV [default: OUT/results.csv]")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file registering an agent")
-@click.option("--name", "run_name", help="run folder name [default: agent_dataset_time]")
+@click.option("--name", "run_name", callback=plain_name, help="run folder name [default: agent_dataset_time]")
 @click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder (with --threads "
               "and --checkpoint-every for this session only; the run's other settings are its own)")
 @click.pass_context
@@ -158,7 +198,10 @@ def table(path, fmt):
     """Aggregate a results table: mean ± std, IQM and 95% bootstrap CI per (agent, dataset), final and best."""
     from offrl import results
 
-    click.echo(results.format_table(results.aggregate(results.read_rows(path)), fmt=fmt))
+    rows = results.read_rows(path)
+    if not rows:
+        raise OfflineRLError(f"results table {path} holds no rows")
+    click.echo(results.format_table(results.aggregate(rows), fmt=fmt))
 
 
 @main.group(invoke_without_command=True)
@@ -225,10 +268,11 @@ def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, tit
 @main.command()
 @click.option("--agent", "agent_names", default="td3bc", show_default=True, help="agent(s), comma-separated, or all")
 @click.option("--env", "dataset", default="pointmass-medium", show_default=True)
-@click.option("--seeds", "seed_counts", default="1,4,16", show_default=True, help="seed counts S to time")
-@click.option("--steps", type=int, default=200, show_default=True, help="timed updates per S")
+@click.option("--seeds", "seed_counts", default="1,4,16", show_default=True, callback=positive_counts,
+              help="seed counts S to time")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="timed updates per S")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: one per seed, up to the cores]")
 @compile_option
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Callable
 import yaml
 
 from offrl.errors import OfflineRLError
+from offrl.rng import SEED_LIMIT
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,6 @@ class Rule:
 class RuleBroken(OfflineRLError):
     """A value of the right type that breaks its field's Rule (kept apart so a union reports the rule)."""
 
-
-# Seeds key the per-seed random streams (offrl/rng.py), which hash a seed as 32 bits: seeds s and s + 2**32
-# would share every stream.
-SEED_LIMIT = 2**32
 
 PositiveInt = Annotated[int, Rule(lambda v: v > 0, "> 0")]  # sizes, widths, batch sizes, step counts
 NonNegativeInt = Annotated[int, Rule(lambda v: v >= 0, ">= 0")]  # counts where 0 means "none" or "off"
