@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -19,7 +20,7 @@ def friendly(fn):
             click.echo(str(exc), err=True)
             sys.exit(exc.exit_code)
         except OfflineRLError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(2)
         except OSError as exc:  # the machine refused: a path that is a file, a read-only folder, a full disk
             where = f": {exc.filename}" if exc.filename else ""
@@ -31,6 +32,11 @@ def friendly(fn):
     return wrapper
 
 
+def one_line(text: str) -> str:
+    """A message as one line: a parser's report (YAML's, say) may span several."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def echo_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Print a header and rows of strings as left-aligned columns."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -38,14 +44,14 @@ def echo_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     try:
         if "-" in text and "," not in text:
             lo, hi = text.split("-")
             return list(range(int(lo), int(hi) + 1))
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise OfflineRLError(f"--seeds takes a list like 0,1,2 or a range like 0-4, got {text!r}") from None
+        raise OfflineRLError(f"{option} takes a list like 0,1,2 or a range like 0-4, got {text!r}") from None
 
 
 class OneLineErrors(click.Group):
@@ -77,10 +83,33 @@ def plain_name(ctx, param, value):
     return value
 
 
+def seed_list(ctx, param, value):
+    """Seeds to train: checked against the random streams' key range before any data is built."""
+    from offrl.rng import check_seed
+
+    try:
+        for seed in parse_seeds(value, param.opts[0]):
+            check_seed(seed)
+    except OfflineRLError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def positive_counts(ctx, param, value):
-    """Seed counts for bench: a list like 1,4,16, each at least 1."""
-    if value is not None and any(n < 1 for n in parse_seeds(value)):
-        raise click.BadParameter(f"seed counts must be at least 1, got {value!r}")
+    """A list like 1,4,16 of counts (bench's seed counts, rollout horizons), each at least 1."""
+    try:
+        counts = parse_seeds(value, param.opts[0])
+    except OfflineRLError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not counts or any(n < 1 for n in counts):
+        raise click.BadParameter(f"takes counts of at least 1, got {value!r}")
+    return value
+
+
+def existing_folder_or_none(ctx, param, value):
+    """A folder option that may not exist yet, but must not be a file."""
+    if value is not None and os.path.exists(value) and not os.path.isdir(value):
+        raise click.BadParameter(f"{value} is a file, not a folder")
     return value
 
 
@@ -99,7 +128,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @main.command()
 @click.option("--agent", help="registered agent name (see `offrl agents`)")
 @click.option("--env", "dataset", help="dataset name, e.g. pointmass-medium, hopper-medium, minari:ID, d4rl:NAME")
-@click.option("--seeds", default="0", show_default=True, help="seeds trained together in one process: 0,1,2 or 0-4")
+@click.option("--seeds", default="0", show_default=True, callback=seed_list,
+              help="seeds trained together in one process: 0,1,2 or 0-4")
 @click.option("--steps", type=int, help="gradient updates per seed [default: 1,000,000, the papers']")
 @click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
 @click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
@@ -205,7 +235,7 @@ def table(path, fmt):
 
 
 @main.group(invoke_without_command=True)
-@click.option("--root", type=click.Path(), help="leaderboards folder [default: the repository's results/]")
+@click.option("--root", type=click.Path(), callback=existing_folder_or_none, help="leaderboards folder [default: the repository's results/]")
 @click.pass_context
 @friendly
 def leaderboard(ctx, root):
@@ -299,6 +329,8 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
         names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
         jobs = [BenchJob(name, dataset, None, s, cfg.parse_set(sets)) for name in names
                 for s in parse_seeds(seed_counts)]
+        for job in jobs:  # agent names and --set values, before any dataset is built
+            cfg.apply(registry.get(job.agent).config_cls(), job.overrides)
     dev = pick_device(device)
     resolve_mode(compile_mode, dev)  # a mode this device cannot run is an error before any work
     datasets = {}
@@ -485,7 +517,8 @@ def dynamics():
 @click.option("--direction", type=click.Choice(["forward", "reverse"]), default="forward", show_default=True)
 @click.option("--set", "sets", multiple=True, help="override key=value: of the agent's config with --agent, "
                                                    "else of offrl.dynamics.DynamicsConfig")
-@click.option("--horizons", default="1,5", show_default=True, help="open-loop rollout lengths H")
+@click.option("--horizons", default="1,5", show_default=True, callback=positive_counts,
+              help="open-loop rollout lengths H")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @friendly
@@ -515,7 +548,7 @@ def dynamics_report(dataset, agent, direction, sets, horizons, device, dataset_s
         model_cfg = cfg.apply(DynamicsConfig(direction=direction), cfg.parse_set(sets))
     model = load_or_fit(ds, model_cfg, cache=Cache(), device=dev)
     rep = model.report
-    h_list = parse_seeds(horizons)
+    h_list = parse_seeds(horizons, "--horizons")
     errors = model.rollout_error(ds, horizons=h_list)
     click.echo(f"{direction} model of {ds.name}: {model_cfg.members} members, elites {rep['elites']}, "
                f"{rep['epochs']} epochs, {rep['updates']} updates (stopped by {rep['stopped']}), "
