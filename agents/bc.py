@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from offrl.agent import Agent
+from offrl.config import PositiveFloat, PositiveInt, Widths
 from offrl.nets import DeterministicActor, ObsNormalizer
 from offrl.optim import adam
 from offrl.registry import register_agent
@@ -23,9 +24,9 @@ from offrl.registry import register_agent
 
 @dataclass
 class Config:
-    actor_lr: float = 3e-4  # Adam learning rate of the actor (CORL)
-    hidden: tuple[int, ...] = (256, 256)  # hidden layer widths of the actor (CORL)
-    batch_size: int = 256  # transitions per update and seed (CORL)
+    actor_lr: PositiveFloat = 3e-4  # Adam learning rate of the actor (CORL)
+    hidden: Widths = (256, 256)  # hidden layer widths of the actor (CORL)
+    batch_size: PositiveInt = 256  # transitions per update and seed (CORL)
     normalize_obs: bool = True  # standardise states with the dataset's statistics (CORL)
 
 

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from offrl.agent import Agent
+from offrl.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import ObsNormalizer, TanhGaussianActor
 from offrl.optim import adam
@@ -54,23 +55,23 @@ from offrl.rng import SeedStreams
 
 @dataclass
 class Config:
-    actor_lr: float = 1e-4  # Adam learning rate of the actor (official README for Gym-MuJoCo)
-    critic_lr: float = 3e-4  # Adam learning rate of the two critics
-    alpha_lr: float = 1e-4  # Adam learning rate of SAC's log α (the official code uses the policy lr)
-    hidden: tuple[int, ...] = (256, 256, 256)  # hidden layer widths of actor and critics
-    batch_size: int = 256  # transitions per update and seed
-    discount: float = 0.99  # γ
-    tau: float = 0.005  # Polyak coefficient of the target critics
+    actor_lr: PositiveFloat = 1e-4  # Adam learning rate of the actor (official README for Gym-MuJoCo)
+    critic_lr: PositiveFloat = 3e-4  # Adam learning rate of the two critics
+    alpha_lr: PositiveFloat = 1e-4  # Adam learning rate of SAC's log α (the official code uses the policy lr)
+    hidden: Widths = (256, 256, 256)  # hidden layer widths of actor and critics
+    batch_size: PositiveInt = 256  # transitions per update and seed
+    discount: UnitFloat = 0.99  # γ
+    tau: Fraction = 0.005  # Polyak coefficient of the target critics
     target_entropy: float | None = None  # SAC's entropy target H̄; None means -|A|
     deterministic_backup: bool = True  # leave the entropy term out of the backup (official MuJoCo setting)
-    n_actions: int = 10  # candidate actions per state and proposal (uniform, π(s), π(s'))
-    temperature: float = 1.0  # T of the logsumexp
-    cql_weight: float = 5.0  # w: weight of the conservative gap (README: 5.0 or 10.0)
+    n_actions: PositiveInt = 10  # candidate actions per state and proposal (uniform, π(s), π(s'))
+    temperature: PositiveFloat = 1.0  # T of the logsumexp
+    cql_weight: NonNegativeFloat = 5.0  # w: weight of the conservative gap (README: 5.0 or 10.0)
     lagrange: bool = False  # learn a per-seed α' that holds w·gap near target_action_gap
     target_action_gap: float = 5.0  # κ of the Lagrange variant
-    alpha_prime_lr: float = 3e-4  # Adam learning rate of log α' (the official code uses the critic lr)
+    alpha_prime_lr: PositiveFloat = 3e-4  # Adam learning rate of log α' (the official code uses the critic lr)
     offrlkit_quirk: bool = False  # logsumexp over 3 values per row, as OfflineRL-Kit/COCOA (spec §3.6)
-    bc_steps: int = 0  # initial actor steps of behaviour cloning (official script: 40 000)
+    bc_steps: NonNegativeInt = 0  # initial actor steps of behaviour cloning (official script: 40 000)
     normalize_obs: bool = False  # standardise states (the official code does not; CORL does)
 
 

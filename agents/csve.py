@@ -72,6 +72,8 @@ import torch
 from torch import nn
 
 from offrl.agent import Agent
+from offrl.config import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed, UnitFloat,
+                          Widths)
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.dynamics import DynamicsConfig, EnsembleDynamics, load_or_fit
 from offrl.nets import GaussianActor
@@ -84,32 +86,32 @@ from offrl.termination import never
 
 @dataclass
 class Config:
-    actor_lr: float = 3e-4  # Adam lr of the actor, cosine-annealed over cosine_steps (ours; script: 3e-3)
-    critic_lr: float = 3e-4  # Adam lr of the two Q critics and of V (ours; script: 3e-3)
-    alpha_lr: float = 1e-4  # Adam lr of log α; 0 keeps α at initial_alpha (the official code then skips it)
-    hidden: tuple[int, ...] = (256, 256)  # hidden widths of actor, Q critics and V (d3rlpy's default encoder)
-    batch_size: int = 256  # transitions per update and seed
-    discount: float = 0.99  # γ
-    tau: float = 0.005  # Polyak coefficient of the target Q critics
-    beta: float = 3.0  # β (`weight_temp`): inverse temperature of the advantage weights (ours; script: 30)
-    max_weight: float = 100.0  # w_max: clip of exp(β A) (ours; script: 1000)
-    bc_weight: float = 1.0  # weight of the advantage-weighted log-likelihood (`bc`)
-    explore_weight: float = 0.1  # λ (`expectile` in the official code): model-based term; 0 = off (ours)
-    conservative_weight: float = 1.0  # w: scale of the OOD gap Δ (script: 1; class default 5)
+    actor_lr: PositiveFloat = 3e-4  # Adam lr of the actor, cosine-annealed over cosine_steps (ours; script: 3e-3)
+    critic_lr: PositiveFloat = 3e-4  # Adam lr of the two Q critics and of V (ours; script: 3e-3)
+    alpha_lr: NonNegativeFloat = 1e-4  # Adam lr of log α; 0 keeps α at initial_alpha (official code: skips it)
+    hidden: Widths = (256, 256)  # hidden widths of actor, Q critics and V (d3rlpy's default encoder)
+    batch_size: PositiveInt = 256  # transitions per update and seed
+    discount: UnitFloat = 0.99  # γ
+    tau: Fraction = 0.005  # Polyak coefficient of the target Q critics
+    beta: NonNegativeFloat = 3.0  # β (`weight_temp`): inverse temperature of the advantage weights (ours; script: 30)
+    max_weight: PositiveFloat = 100.0  # w_max: clip of exp(β A) (ours; script: 1000)
+    bc_weight: NonNegativeFloat = 1.0  # weight of the advantage-weighted log-likelihood (`bc`)
+    explore_weight: NonNegativeFloat = 0.1  # λ (`expectile` in the official code): model-based term; 0 = off (ours)
+    conservative_weight: NonNegativeFloat = 1.0  # w: scale of the OOD gap Δ (script: 1; class default 5)
     alpha_threshold: float = 0.0  # τ_α: α grows while w Δ > τ_α (ours, swept; script: -10; class default 10)
-    initial_alpha: float = 10.0  # α at the start, per seed
-    ood_clip: float = 10.0  # model states are clipped to [-c, c] (raw units) before V sees them in Δ
-    value_clip: float = 1500.0  # clip of V(model state) in the actor's exploration term
-    cosine_steps: int = 1_000_000  # T_max of the actor's cosine annealing (official: 1e6); 0 = constant lr
-    dynamics_members: int = 5  # ensemble size (official: 5)
-    dynamics_elites: int = 5  # members a step picks from (official: all of them)
-    dynamics_hidden: tuple[int, ...] | None = None  # model widths; None = (200,) * 4, Swish (official)
-    dynamics_weight_decay: float = 2.5e-5  # L2 coefficient of every model layer (official Adam weight decay)
-    dynamics_lr: float = 1e-3  # Adam lr of the model (official)
-    dynamics_batch: int = 100  # minibatch per member (d3rlpy's default, which the official script keeps)
-    dynamics_max_epochs: int | None = None  # cap on model epochs; None = no cap on epochs
-    dynamics_max_updates: int | None = 300_000  # cap on model minibatch steps (official: a fixed 300 k steps)
-    dynamics_seed: int = 0  # the model's own seed (it is shared by the agent's seeds and cached by it)
+    initial_alpha: PositiveFloat = 10.0  # α at the start, per seed
+    ood_clip: PositiveFloat = 10.0  # model states are clipped to [-c, c] (raw units) before V sees them in Δ
+    value_clip: PositiveFloat = 1500.0  # clip of V(model state) in the actor's exploration term
+    cosine_steps: NonNegativeInt = 1_000_000  # T_max of the actor's cosine annealing (official: 1e6); 0 = constant lr
+    dynamics_members: PositiveInt = 5  # ensemble size (official: 5)
+    dynamics_elites: PositiveInt = 5  # members a step picks from (official: all of them)
+    dynamics_hidden: Widths | None = None  # model widths; None = (200,) * 4, Swish (official)
+    dynamics_weight_decay: NonNegativeFloat = 2.5e-5  # L2 coefficient of every model layer (official Adam weight decay)
+    dynamics_lr: PositiveFloat = 1e-3  # Adam lr of the model (official)
+    dynamics_batch: PositiveInt = 100  # minibatch per member (d3rlpy's default, which the official script keeps)
+    dynamics_max_epochs: PositiveInt | None = None  # cap on model epochs; None = no cap on epochs
+    dynamics_max_updates: PositiveInt | None = 300_000  # cap on model minibatch steps (official: a fixed 300 k steps)
+    dynamics_seed: Seed = 0  # the model's own seed (it is shared by the agent's seeds and cached by it)
 
 
 class CSVEPolicy(GaussianActor):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from offrl.agent import Agent
+from offrl.config import Fraction, NonNegativeFloat, OpenUnitFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import GaussianActor, ObsNormalizer
 from offrl.optim import adam
@@ -40,16 +41,16 @@ from offrl.rng import SeedStreams
 
 @dataclass
 class Config:
-    actor_lr: float = 3e-4  # Adam learning rate of the actor, decayed to 0 by a cosine over the run
-    critic_lr: float = 3e-4  # Adam learning rate of the two Q critics
-    value_lr: float = 3e-4  # Adam learning rate of V
-    hidden: tuple[int, ...] = (256, 256)  # hidden layer widths of actor, critics and V
-    batch_size: int = 256  # transitions per update and seed
-    discount: float = 0.99  # γ
-    tau: float = 0.005  # Polyak coefficient of the target critics
-    expectile: float = 0.7  # τ of the expectile loss: 0.5 is the mean, → 1 the max over dataset actions
-    beta: float = 3.0  # β: inverse temperature of the advantage weights
-    max_weight: float = 100.0  # clip of exp(β A), for numerical stability
+    actor_lr: PositiveFloat = 3e-4  # Adam learning rate of the actor, decayed to 0 by a cosine over the run
+    critic_lr: PositiveFloat = 3e-4  # Adam learning rate of the two Q critics
+    value_lr: PositiveFloat = 3e-4  # Adam learning rate of V
+    hidden: Widths = (256, 256)  # hidden layer widths of actor, critics and V
+    batch_size: PositiveInt = 256  # transitions per update and seed
+    discount: UnitFloat = 0.99  # γ
+    tau: Fraction = 0.005  # Polyak coefficient of the target critics
+    expectile: OpenUnitFloat = 0.7  # τ of the expectile loss: 0.5 is the mean, → 1 the max over dataset actions
+    beta: NonNegativeFloat = 3.0  # β: inverse temperature of the advantage weights
+    max_weight: PositiveFloat = 100.0  # clip of exp(β A), for numerical stability
     cosine_lr: bool = True  # cosine decay of the actor's learning rate over `total_steps`
     reward_scale_by_return_range: bool = True  # r *= 1000 / (max - min episode return) (MuJoCo recipe)
     normalize_obs: bool = False  # standardise states (the official code does not; CORL does)

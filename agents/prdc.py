@@ -30,6 +30,7 @@ from typing import Literal
 
 import torch
 
+from offrl.config import NonNegativeFloat
 from offrl.neighbours import NearestNeighbours
 from offrl.registry import register_agent
 from offrl.agents.td3bc import TD3BC, Config as TD3BCConfig
@@ -37,7 +38,7 @@ from offrl.agents.td3bc import TD3BC, Config as TD3BCConfig
 
 @dataclass
 class Config(TD3BCConfig):
-    beta: float = 2.0  # β: weight of the state part in the neighbour search (README commands: 2.0)
+    beta: NonNegativeFloat = 2.0  # β: weight of the state part in the neighbour search (README commands: 2.0)
     reward_scale: float = 1.0  # rewards become reward_scale·r + reward_shift (antmaze: 10000, -1)
     reward_shift: float = 0.0
     nn_method: Literal["auto", "kdtree", "brute"] = "auto"  # neighbour search; auto: kdtree on CPU, brute on GPU

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from offrl.agent import Agent
+from offrl.config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import DeterministicActor, ObsNormalizer, soft_update
 from offrl.optim import adam
@@ -31,16 +32,16 @@ from offrl.registry import register_agent
 
 @dataclass
 class Config:
-    actor_lr: float = 3e-4  # Adam learning rate of the actor
-    critic_lr: float = 3e-4  # Adam learning rate of the two critics
-    hidden: tuple[int, ...] = (256, 256)  # hidden layer widths of actor and critics
-    batch_size: int = 256  # transitions per update and seed
-    discount: float = 0.99  # γ
-    tau: float = 0.005  # Polyak coefficient of the target networks
-    policy_noise: float = 0.2  # σ of target policy smoothing, as a fraction of the action range
-    noise_clip: float = 0.5  # clip of the smoothing noise, as a fraction of the action range
-    policy_freq: int = 2  # one actor (and target) update every policy_freq critic updates
-    alpha: float = 2.5  # α: weight of the Q term against the BC term
+    actor_lr: PositiveFloat = 3e-4  # Adam learning rate of the actor
+    critic_lr: PositiveFloat = 3e-4  # Adam learning rate of the two critics
+    hidden: Widths = (256, 256)  # hidden layer widths of actor and critics
+    batch_size: PositiveInt = 256  # transitions per update and seed
+    discount: UnitFloat = 0.99  # γ
+    tau: Fraction = 0.005  # Polyak coefficient of the target networks
+    policy_noise: NonNegativeFloat = 0.2  # σ of target policy smoothing, as a fraction of the action range
+    noise_clip: NonNegativeFloat = 0.5  # clip of the smoothing noise, as a fraction of the action range
+    policy_freq: PositiveInt = 2  # one actor (and target) update every policy_freq critic updates
+    alpha: NonNegativeFloat = 2.5  # α: weight of the Q term against the BC term
     normalize_obs: bool = True  # standardise states with the dataset's statistics
 
 

@@ -268,6 +268,9 @@ class Cache:
     def clear(self, stage: str | None = None, dataset: str | None = None) -> list[CacheEntry]:
         """Remove the entries of `stage` and/or `dataset` (a dataset name or a fingerprint prefix); with
         neither, remove everything. Returns the removed entries."""
+        for what, value in (("stage", stage), ("dataset", dataset)):
+            if value is not None and not value.strip():  # "" matches every fingerprint: never mean "everything"
+                raise OfflineRLError(f"--{what} is empty: name a {what} (or leave the option out to clear all)")
         removed = []
         for entry in self.list_entries():
             if stage is not None and entry.stage != stage:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -19,12 +20,21 @@ def friendly(fn):
             click.echo(str(exc), err=True)
             sys.exit(exc.exit_code)
         except OfflineRLError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # the machine refused: a path that is a file, a read-only folder, a full disk
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: resume with --resume RUN_DIR (the last checkpoint is kept)", err=True)
             sys.exit(130)
     return wrapper
+
+
+def one_line(text: str) -> str:
+    """A message as one line: a parser's report (YAML's, say) may span several."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def echo_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -34,17 +44,76 @@ def echo_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     try:
         if "-" in text and "," not in text:
             lo, hi = text.split("-")
             return list(range(int(lo), int(hi) + 1))
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise OfflineRLError(f"--seeds takes a list like 0,1,2 or a range like 0-4, got {text!r}") from None
+        raise OfflineRLError(f"{option} takes a list like 0,1,2 or a range like 0-4, got {text!r}") from None
 
 
-@click.group()
+class OneLineErrors(click.Group):
+    """click's own usage errors (a bad option value, an unknown option) as one line, like the library's."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def plain_name(ctx, param, value):
+    """A run folder's name: one folder inside --out, never a path out of it."""
+    if value is not None and (not value.strip() or "/" in value or "\\" in value or value in (".", "..")
+                              or value.startswith(".")):
+        raise click.BadParameter(f"{value!r} must be a plain folder name (no path separator, not empty, no "
+                                 "leading dot)")
+    return value
+
+
+def seed_list(ctx, param, value):
+    """Seeds to train: checked against the random streams' key range before any data is built."""
+    from offrl.rng import check_seed
+
+    try:
+        for seed in parse_seeds(value, param.opts[0]):
+            check_seed(seed)
+    except OfflineRLError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def positive_counts(ctx, param, value):
+    """A list like 1,4,16 of counts (bench's seed counts, rollout horizons), each at least 1."""
+    try:
+        counts = parse_seeds(value, param.opts[0])
+    except OfflineRLError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not counts or any(n < 1 for n in counts):
+        raise click.BadParameter(f"takes counts of at least 1, got {value!r}")
+    return value
+
+
+def existing_folder_or_none(ctx, param, value):
+    """A folder option that may not exist yet, but must not be a file."""
+    if value is not None and os.path.exists(value) and not os.path.isdir(value):
+        raise click.BadParameter(f"{value} is a file, not a folder")
+    return value
+
+
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="offrl")
 def main():
     """offrl: offline-RL agents on D4RL, Minari and generated datasets, with a results table."""
@@ -59,7 +128,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @main.command()
 @click.option("--agent", help="registered agent name (see `offrl agents`)")
 @click.option("--env", "dataset", help="dataset name, e.g. pointmass-medium, hopper-medium, minari:ID, d4rl:NAME")
-@click.option("--seeds", default="0", show_default=True, help="seeds trained together in one process: 0,1,2 or 0-4")
+@click.option("--seeds", default="0", show_default=True, callback=seed_list,
+              help="seeds trained together in one process: 0,1,2 or 0-4")
 @click.option("--steps", type=int, help="gradient updates per seed [default: 1,000,000, the papers']")
 @click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
 @click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
@@ -69,14 +139,14 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of agent config overrides")
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
-@click.option("--threads", type=int, help="CPU threads [default: one per seed, up to the cores; with --resume, "
-              "the run's own setting]")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: one per seed, up to the cores; "
+              "with --resume, the run's own setting]")
 @compile_option
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="folder of run folders")
 @click.option("--results", type=click.Path(), help="results table CSV [default: OUT/results.csv]")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file registering an agent")
-@click.option("--name", "run_name", help="run folder name [default: agent_dataset_time]")
+@click.option("--name", "run_name", callback=plain_name, help="run folder name [default: agent_dataset_time]")
 @click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder (with --threads "
               "and --checkpoint-every for this session only; the run's other settings are its own)")
 @click.pass_context
@@ -158,11 +228,14 @@ def table(path, fmt):
     """Aggregate a results table: mean ± std, IQM and 95% bootstrap CI per (agent, dataset), final and best."""
     from offrl import results
 
-    click.echo(results.format_table(results.aggregate(results.read_rows(path)), fmt=fmt))
+    rows = results.read_rows(path)
+    if not rows:
+        raise OfflineRLError(f"results table {path} holds no rows")
+    click.echo(results.format_table(results.aggregate(rows), fmt=fmt))
 
 
 @main.group(invoke_without_command=True)
-@click.option("--root", type=click.Path(), help="leaderboards folder [default: the repository's results/]")
+@click.option("--root", type=click.Path(), callback=existing_folder_or_none, help="leaderboards folder [default: the repository's results/]")
 @click.pass_context
 @friendly
 def leaderboard(ctx, root):
@@ -225,10 +298,11 @@ def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, tit
 @main.command()
 @click.option("--agent", "agent_names", default="td3bc", show_default=True, help="agent(s), comma-separated, or all")
 @click.option("--env", "dataset", default="pointmass-medium", show_default=True)
-@click.option("--seeds", "seed_counts", default="1,4,16", show_default=True, help="seed counts S to time")
-@click.option("--steps", type=int, default=200, show_default=True, help="timed updates per S")
+@click.option("--seeds", "seed_counts", default="1,4,16", show_default=True, callback=positive_counts,
+              help="seed counts S to time")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="timed updates per S")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, help="CPU threads [default: one per seed, up to the cores]")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: one per seed, up to the cores]")
 @compile_option
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
@@ -255,6 +329,8 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
         names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
         jobs = [BenchJob(name, dataset, None, s, cfg.parse_set(sets)) for name in names
                 for s in parse_seeds(seed_counts)]
+        for job in jobs:  # agent names and --set values, before any dataset is built
+            cfg.apply(registry.get(job.agent).config_cls(), job.overrides)
     dev = pick_device(device)
     resolve_mode(compile_mode, dev)  # a mode this device cannot run is an error before any work
     datasets = {}
@@ -440,7 +516,8 @@ def dynamics():
 @click.option("--direction", type=click.Choice(["forward", "reverse"]), default="forward", show_default=True)
 @click.option("--set", "sets", multiple=True, help="override key=value: of the agent's config with --agent, "
                                                    "else of offrl.dynamics.DynamicsConfig")
-@click.option("--horizons", default="1,5", show_default=True, help="open-loop rollout lengths H")
+@click.option("--horizons", default="1,5", show_default=True, callback=positive_counts,
+              help="open-loop rollout lengths H")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
 @friendly
@@ -470,7 +547,7 @@ def dynamics_report(dataset, agent, direction, sets, horizons, device, dataset_s
         model_cfg = cfg.apply(DynamicsConfig(direction=direction), cfg.parse_set(sets))
     model = load_or_fit(ds, model_cfg, cache=Cache(), device=dev)
     rep = model.report
-    h_list = parse_seeds(horizons)
+    h_list = parse_seeds(horizons, "--horizons")
     errors = model.rollout_error(ds, horizons=h_list)
     click.echo(f"{direction} model of {ds.name}: {model_cfg.members} members, elites {rep['elites']}, "
                f"{rep['epochs']} epochs, {rep['updates']} updates (stopped by {rep['stopped']}), "

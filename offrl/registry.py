@@ -7,6 +7,7 @@ module, so the core never imports agents/. Registering a name twice with a diffe
 """
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -52,18 +53,27 @@ def discover() -> None:
 
 
 def load_plugin(path: str | Path) -> None:
-    """Import a Python file that calls register_agent()."""
+    """Import a Python file that calls register_agent(). Whatever goes wrong while it imports (an exception,
+    sys.exit) is one OfflineRLError naming the file, and the half-imported module is forgotten."""
     path = Path(path)
     if not path.is_file():
-        raise OfflineRLError(f"plugin file {path} does not exist")
+        raise OfflineRLError(f"plugin file {path} does not exist" if not path.exists() else
+                             f"plugin {path} is not a file")
     name = f"offrl_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    # An explicit source loader: spec_from_file_location finds no loader for a name without ".py".
+    spec = importlib.util.spec_from_loader(name, importlib.machinery.SourceFileLoader(name, str(path)))
     module = importlib.util.module_from_spec(spec)
+    module.__file__ = str(path)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:
+        sys.modules.pop(name, None)
+        raise OfflineRLError(f"plugin {path} called sys.exit({exc.code!r}) while it was imported") from None
     except Exception as exc:
-        raise OfflineRLError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
+        sys.modules.pop(name, None)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise OfflineRLError(f"plugin {path} failed to import: {type(exc).__name__}: {first}") from None
 
 
 def get(name: str) -> AgentInfo:

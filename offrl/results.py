@@ -172,8 +172,22 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     Columns beyond RESULT_FIELDS (a table written by a newer offrl) are kept as strings.
     """
     path = Path(path)
+    if path.is_dir():
+        raise OfflineRLError(f"results table {path} is a folder, not a CSV file")
     if not path.is_file():
         raise OfflineRLError(f"results table not found: {path}")
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError as error:
+        raise OfflineRLError(f"results table {path} is not a CSV text file (byte {error.start} is not UTF-8)") \
+            from None
+    except csv.Error as error:
+        raise OfflineRLError(f"results table {path} is not a readable CSV file: {error}") from None
+    except OSError as error:
+        raise OfflineRLError(f"cannot read results table {path}: {error.strerror}") from None
+
+
+def _read_rows(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as table:
         reader = csv.reader(table)
         header = next(reader, None)

@@ -9,15 +9,21 @@ a compiled or CUDA-graph-captured update with no host round trip, and its whole 
 
 The hash is Chris Wellons' "lowbias32" integer finaliser, computed in int64 with 16-bit split multiplies
 so that no intermediate overflows (signed overflow would be undefined in compiled kernels).
+A seed is hashed as 32 bits, so seeds are refused outside [0, 2**32): s and s + 2**32 (or -1 and 2**32 - 1)
+would share every stream.
 """
 from __future__ import annotations
 
 import math
+import numbers
 import zlib
 
 import torch
 
+from offrl.errors import OfflineRLError
+
 MASK32 = 0xFFFFFFFF
+SEED_LIMIT = 2**32  # seeds are keys in [0, SEED_LIMIT): one 32-bit word each
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -46,7 +52,15 @@ def _mix32_int(x: int) -> int:
 
 def stream_key(seed: int, stream: str) -> int:
     """A 32-bit key for (seed, stream name); stable across processes and Python versions."""
+    check_seed(seed)
     return _mix32_int(_mix32_int(seed) ^ zlib.crc32(stream.encode()))
+
+
+def check_seed(seed) -> None:
+    """Refuse a seed whose key would collide with another seed's (or is not an integer at all)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise OfflineRLError(f"seed {seed!r} is outside the random streams' range: seeds are integers from 0 to "
+                             f"{SEED_LIMIT - 1} (the streams hash a seed as 32 bits)")
 
 
 class SeedStreams(torch.nn.Module):

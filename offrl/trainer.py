@@ -45,12 +45,12 @@ from offrl.stop import StopSignals
 
 @dataclass
 class TrainConfig:
-    steps: int = 1_000_000  # gradient updates per seed (the papers' budget)
-    eval_every: int = 5_000  # updates between evaluations (and one at the end)
-    eval_episodes: int = 10  # episodes per seed and evaluation, on fixed env seeds
-    eval_seed: int = 10_000  # env seed of evaluation episode k is eval_seed + k
-    log_every: int = 1_000  # updates between metric reads (TensorBoard, progress bar, NaN check)
-    checkpoint_every: int = 50_000  # updates between atomic checkpoints (and one at the end)
+    steps: cfg.PositiveInt = 1_000_000  # gradient updates per seed (the papers' budget)
+    eval_every: cfg.PositiveInt = 5_000  # updates between evaluations (and one at the end)
+    eval_episodes: cfg.PositiveInt = 10  # episodes per seed and evaluation, on fixed env seeds
+    eval_seed: cfg.Seed = 10_000  # env seed of evaluation episode k is eval_seed + k
+    log_every: cfg.PositiveInt = 1_000  # updates between metric reads (TensorBoard, progress bar, NaN check)
+    checkpoint_every: cfg.PositiveInt = 50_000  # updates between atomic checkpoints (and one at the end)
 
 
 def git_revision() -> str:

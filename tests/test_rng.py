@@ -1,9 +1,11 @@
 """Per-seed random streams: a seed's numbers never depend on its neighbours, and the distributions are right."""
 import math
 
+import pytest
 import torch
 
-from offrl.rng import SeedStreams
+from offrl.errors import OfflineRLError
+from offrl.rng import SEED_LIMIT, SeedStreams, stream_key
 
 
 def test_a_seed_draws_the_same_numbers_alone_or_beside_others():
@@ -41,3 +43,11 @@ def test_distributions():
     k = s.randint(10, 100_000)[0]
     counts = torch.bincount(k, minlength=10)
     assert k.min() == 0 and k.max() == 9 and counts.min() > 9_500
+
+
+def test_seeds_outside_the_32_bit_key_range_are_refused():
+    # -1 and 2**32 - 1 (or 0 and 2**32) would hash to the same key: the same random streams
+    assert stream_key(SEED_LIMIT - 1, "replay") != stream_key(0, "replay")
+    for seed in (-1, SEED_LIMIT, 2**63):
+        with pytest.raises(OfflineRLError, match="outside the random streams' range"):
+            stream_key(seed, "replay")

@@ -101,7 +101,7 @@ def test_diverging_loss_stops_the_run_and_writes_no_score(tmp_path, data_dir):
     (["--agent", "td3bc", "--env", "pointmass-medium", "--set", "actor_lr=fast"], "expected a number"),
     (["--agent", "td3bc", "--env", "pointmass-medium", "--seeds", "0,0"], "distinct"),
     (["--agent", "td3bc", "--env", "pointmass-medium", "--steps", "0"], "must be positive"),
-    (["--agent", "td3bc", "--env", "pointmass-medium", "--set", "batch_size=0"], "batch_size must be positive"),
+    (["--agent", "td3bc", "--env", "pointmass-medium", "--set", "batch_size=0"], "batch_size: 0 is not allowed"),
     (["--agent", "prdc", "--env", "pointmass-medium", "--set", "nn_method=ball"], "expected one of auto, kdtree"),
 ])
 def test_bad_input_is_one_clear_line_and_nonzero_exit(tmp_path, data_dir, args, message):

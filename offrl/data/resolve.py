@@ -82,6 +82,14 @@ def resolve_minari(name: str, log: Log = print) -> Dataset | None:
 def resolve(name: str, size: int | None = None, log: Log = print) -> Dataset:
     """The Dataset a name stands for. `size` builds a generated dataset of that many transitions."""
     recipes.load_builtin()  # also registers offrl's env ids, which Minari datasets may have been recorded on
+    ds = _resolve(name, size, log)
+    if size is not None and ds.source != "offrl":  # a file on disk has the size it has
+        raise OfflineRLError(f"a dataset size ({size:,}) applies only to datasets offrl generates; {name} is a "
+                             f"{ds.source} dataset")
+    return ds
+
+
+def _resolve(name: str, size: int | None, log: Log) -> Dataset:
     if ":" in name:
         prefix, rest = name.split(":", 1)
         if prefix == "offrl":
