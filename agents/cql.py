@@ -68,7 +68,7 @@ class Config:
     lagrange: bool = False  # learn a per-seed α' that holds w·gap near target_action_gap
     target_action_gap: float = 5.0  # κ of the Lagrange variant
     alpha_prime_lr: float = 3e-4  # Adam learning rate of log α' (the official code uses the critic lr)
-    offrlkit_quirk: bool = False  # logsumexp over 3 values per row, as OfflineRL-Kit/COCOA (spec §3.6)
+    offrlkit_quirk: bool = False  # logsumexp over 3 values per row, as OfflineRL-Kit/COCOA
     bc_steps: int = 0  # initial actor steps of behaviour cloning (official script: 40 000)
     normalize_obs: bool = False  # standardise states (the official code does not; CORL does)
 
