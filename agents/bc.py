@@ -18,7 +18,7 @@ import torch
 from offrl.agent import Agent
 from offrl.config import PositiveFloat, PositiveInt, Widths
 from offrl.nets import DeterministicActor, ObsNormalizer
-from offrl.optim import adam
+from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
 
 
@@ -33,11 +33,14 @@ class Config:
 class BC(Agent):
     def __init__(self, spec, config: Config, seeds, device="cpu"):
         super().__init__(spec, config, seeds, device)
-        c = config
         self.obs_norm = ObsNormalizer(spec.obs_dim)
-        self.actor = DeterministicActor(seeds, spec.obs_dim, spec.act_dim, c.hidden, spec.action_low,
-                                        spec.action_high)
-        self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
+        self.actor = self.build_actor()
+        self.actor_opt = adam(self.actor.parameters(), config.actor_lr)
+
+    def build_actor(self) -> DeterministicActor:
+        """π(s); an agent that changes what the actor reads overrides this and keeps the interface."""
+        s = self.spec
+        return DeterministicActor(self.seeds, s.obs_dim, s.act_dim, self.config.hidden, s.action_low, s.action_high)
 
     def prepare(self, dataset, cache=None):
         if self.config.normalize_obs:
@@ -47,9 +50,7 @@ class BC(Agent):
         obs = self.obs_norm(batch["observations"])
         pi = self.actor(obs)
         actor_loss = (pi - batch["actions"]).pow(2).mean((-1, -2))  # [S]
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.actor_opt.step()
+        gradient_step(self.actor_opt, actor_loss)
         return {"actor_loss": actor_loss.detach()}
 
     @torch.no_grad()

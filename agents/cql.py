@@ -18,9 +18,8 @@ the learned Q lower-bounds the policy's value where the data says nothing.
              L_α' = -½ Σ_i α' (w · gap_i - κ)   (gap detached; α' detached in L_Q).
 
 `offrlkit_quirk=True` is the variant of OfflineRL-Kit (`yihaosun1124/OfflineRL-Kit`, policy/model_free/cql.py)
-that COCOA inherits (specs/agents-prdc-cocoa-csve-cdsa.md §3.6): a discarded reshape makes its logsumexp run
-over the 3 candidates of each (state, k) row instead of over all 3·n candidates of a state, a weaker
-regulariser. With the other defaults (which are OfflineRL-Kit's), `--set offrlkit_quirk=true` reproduces
+that COCOA inherits: a discarded reshape makes its logsumexp run over the 3 candidates of each (state, k)
+row instead of over all 3·n candidates of a state, a weaker regulariser. With the other defaults (which are OfflineRL-Kit's), `--set offrlkit_quirk=true` reproduces
 COCOA's base-CQL numbers; the flag is saved in the run's config and enters its results row's config hash.
 
 Defaults and where they come from: 3×256 networks, critic lr 3e-4, policy lr 1e-4, α lr = policy lr,
@@ -48,7 +47,7 @@ from offrl.agent import Agent
 from offrl.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import ObsNormalizer, TanhGaussianActor
-from offrl.optim import adam
+from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
 
@@ -70,7 +69,7 @@ class Config:
     lagrange: bool = False  # learn a per-seed α' that holds w·gap near target_action_gap
     target_action_gap: float = 5.0  # κ of the Lagrange variant
     alpha_prime_lr: PositiveFloat = 3e-4  # Adam learning rate of log α' (the official code uses the critic lr)
-    offrlkit_quirk: bool = False  # logsumexp over 3 values per row, as OfflineRL-Kit/COCOA (spec §3.6)
+    offrlkit_quirk: bool = False  # logsumexp over 3 values per row, as OfflineRL-Kit/COCOA
     bc_steps: NonNegativeInt = 0  # initial actor steps of behaviour cloning (official script: 40 000)
     normalize_obs: bool = False  # standardise states (the official code does not; CORL does)
 
@@ -80,9 +79,8 @@ class CQL(Agent):
         super().__init__(spec, config, seeds, device)
         c = config
         self.obs_norm = ObsNormalizer(spec.obs_dim)
-        self.actor = TanhGaussianActor(seeds, spec.obs_dim, spec.act_dim, c.hidden, spec.action_low,
-                                       spec.action_high)
-        self.critic = CriticWithTarget(EnsembleCritic(seeds, spec.obs_dim, spec.act_dim, c.hidden, num_members=2))
+        self.actor = self.build_actor()
+        self.critic = CriticWithTarget(self.build_critic())
         self.log_alpha = nn.Parameter(torch.zeros(self.num_seeds))
         self.target_entropy = -float(spec.act_dim) if c.target_entropy is None else c.target_entropy
         self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
@@ -93,6 +91,17 @@ class CQL(Agent):
             self.alpha_prime_opt = adam([self.log_alpha_prime], c.alpha_prime_lr)
         # Stochastic acting draws from its own stream, so acting never shifts the numbers training draws.
         self.act_noise = SeedStreams(seeds, "act")
+
+    # Network construction: an agent that changes what the networks read overrides these and keeps the
+    # interfaces (TanhGaussianActor's; the critic's (obs, action) -> [S, 2, B] and `frozen`).
+    def build_actor(self) -> TanhGaussianActor:
+        """π(a|s)."""
+        s = self.spec
+        return TanhGaussianActor(self.seeds, s.obs_dim, s.act_dim, self.config.hidden, s.action_low, s.action_high)
+
+    def build_critic(self) -> EnsembleCritic:
+        """Q_1, Q_2(s, a); the target copies are made from it."""
+        return EnsembleCritic(self.seeds, self.spec.obs_dim, self.spec.act_dim, self.config.hidden, num_members=2)
 
     def prepare(self, dataset, cache=None):
         if self.config.normalize_obs:
@@ -116,13 +125,9 @@ class CQL(Agent):
         else:
             q_pi = self.critic.online.frozen(obs, pi).min(dim=1).values  # [S, B]; no critic weight gradients
             actor_loss = (alpha[:, None] * log_pi - q_pi).mean(-1)  # [S]
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.actor_opt.step()
+        gradient_step(self.actor_opt, actor_loss)
         alpha_loss = -self.log_alpha * (log_pi.detach() + self.target_entropy).mean(-1)  # [S]
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.sum().backward()
-        self.alpha_opt.step()
+        gradient_step(self.alpha_opt, alpha_loss)
 
         with torch.no_grad():
             next_pi, next_log_pi = self.sample(next_obs)
@@ -150,18 +155,14 @@ class CQL(Agent):
             alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)  # [S]
             excess = c.cql_weight * gap - c.target_action_gap  # [S, 2]
             alpha_prime_loss = -0.5 * (alpha_prime[:, None] * excess.detach()).sum(1)  # [S]
-            self.alpha_prime_opt.zero_grad(set_to_none=True)
-            alpha_prime_loss.sum().backward()
-            self.alpha_prime_opt.step()
+            gradient_step(self.alpha_prime_opt, alpha_prime_loss)
             conservative = (alpha_prime.detach()[:, None] * excess).sum(1)  # [S]
         else:
             alpha_prime = torch.ones(S, device=q.device)
             conservative = c.cql_weight * gap.sum(1)  # [S]
         td_loss = (q - y.unsqueeze(1)).pow(2).mean(-1).sum(1)  # [S]: per seed, summed over members
         critic_loss = td_loss + conservative
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.critic_opt.step()
+        gradient_step(self.critic_opt, critic_loss)
         self.critic.update_target(c.tau)
 
         return {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(), "cql_gap": gap.detach().mean(1),

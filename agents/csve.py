@@ -5,7 +5,7 @@ Penalise the state value V on out-of-distribution *states* (states a learned mod
 states under the policy) instead of Q on OOD actions, regress Q on r + γV(s'), and extract the policy by
 advantage-weighted regression plus a model-based term that moves actions toward states of high V.
 
-What the official code optimises (spec agents-prdc-cocoa-csve-cdsa.md §4.3), in update order:
+What the official code optimises, in update order:
 
     OOD gap: Δ = mean V(ŝ) - mean V(s'),  ŝ = clip(P̂(s, μ(s)), -c, c)      (P̂: a random member, sampled;
              μ(s) the policy's mean action; s' the batch's next states, not its states; no gradient to P̂)
@@ -21,32 +21,27 @@ What the official code optimises (spec agents-prdc-cocoa-csve-cdsa.md §4.3), in
 
 π is d3rlpy v1's non-squashed Gaussian: mean scale(tanh(MLP(s))), a state-independent log-std
 -5 + 7·sigmoid(p) (p starts at 0: log-std -1.5), samples clipped to the action box, log π of the
-unsquashed Gaussian; the deterministic action is the mean. The actor's lr is cosine-annealed with a fixed
-T_max of 1e6 updates, as the official script's per-step scheduler. No state normalisation, no reward scaling.
+unsquashed Gaussian; the deterministic action is the mean. The actor's lr at update t + 1 is
+lr·½(1 + cos(π min(t, T)/T)) with the official script's fixed T = 1e6 updates (`cosine_steps`; its
+per-step CosineAnnealingLR). No state normalisation, no reward scaling.
 
 Pre-training stage "dynamics": the suite's shared probabilistic ensemble (offrl/dynamics.py), fitted once
 per dataset and cached (`prepare`); its parameters are frozen and live in this agent's state so that a
 resumed run needs no cache. It belongs to the data, so all seeds share it; each seed draws its own member
 choices and Gaussian noise from its own stream. CSVE reads only the sampled next state, so its model
 steps run each row through the member it drew and no other (`all_members=False`: on a CPU, 1/5 of the
-model's matmuls; CSVE went from 8.6 to 12.8 seed-updates/s at S = 3 on pointmass, 2 busy cores).
+model's matmuls; docs/agents.md has the speed-up).
 
-Hyper-parameters: only the official Adroit script exists (spec §4.4); the MuJoCo values are in the paper's
+Hyper-parameters: only the official Adroit script exists; the MuJoCo values are in the paper's
 appendix, which we have not read. Taken from that script because they are not tied to Adroit: w = 1,
 α lr 1e-4, initial α 10, bc 1, batch 256, γ 0.99, τ 0.005, and the dynamics model (5 members, 4 × 200
 Swish, Adam lr 1e-3, weight decay 2.5e-5, batch 100). CHOSEN BY US: lr 3e-4 for actor and critics (the
 class default; the script's 3e-3 goes with its 100 k-step Adroit runs), β = 3 and w_max = 100 (the class
 defaults, IQL's MuJoCo values; the script's 30 and 1000 are Adroit's), λ = 0.1 and τ_α = 0, from a small
-sweep on the generated hopper-medium (20 k updates, 10 evaluation episodes; normalised scores at 20 k):
-  τ_α = 0,   λ = 0.1, seeds 0/1/2:  32.7 / 36.9 / 52.8  (mean 40.8)
-  τ_α = -10, λ = 0.1, seeds 0/1/2:  31.2 / 40.4 / 29.8  (mean 33.8; the script's value)
-  τ_α = 10, seed 0, λ = 0 / 0.1 / 1:  23.7 / 22.0 / 25.6
-With τ_α = -10 the dual step raises α from 10 to 45-53 by 17-20 k updates, until V on model states sits
-10 below V on the data's next states (mean V 194-210, against 142 with τ_α = 0 or 10); with τ_α = 0 or 10
-the model states' V already sits at or below the data's (Δ between -0.6 and +0.3) and α decays to 2-3.
-The differences are within seed noise at this length; τ_α = 0 led on the mean and keeps α small. λ did not
-separate; 0.1 keeps the method's second term on (the script turns it off with 0, the class default is 1)
-at a weight that does not swamp the AWR term where V is large.
+sweep on the generated hopper-medium (docs/agents.md): τ_α = 0 led on the mean and keeps α small (the
+script's -10 drives α up until V on model states sits below V on the data); λ did not separate, and 0.1 keeps
+the method's second term on (the script turns it off with 0, the class default is 1) at a weight that does
+not swamp the AWR term where V is large.
 
 Deliberate deviations from the official code:
 - the dynamics model is the suite's shared ensemble, not d3rlpy v1's: no spectral normalisation; inputs
@@ -77,11 +72,10 @@ from offrl.config import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFl
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.dynamics import DynamicsConfig, EnsembleDynamics, load_or_fit
 from offrl.nets import GaussianActor
-from offrl.optim import adam
+from offrl.optim import adam, cosine_annealing, gradient_step
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
 from offrl.termination import never
-
 
 
 @dataclass
@@ -137,9 +131,9 @@ class CSVE(Agent):
     def __init__(self, spec, config: Config, seeds, device="cpu"):
         super().__init__(spec, config, seeds, device)
         c = config
-        self.actor = CSVEPolicy(seeds, spec.obs_dim, spec.act_dim, c.hidden, spec.action_low, spec.action_high)
-        self.critic = CriticWithTarget(EnsembleCritic(seeds, spec.obs_dim, spec.act_dim, c.hidden, num_members=2))
-        self.value = EnsembleCritic(seeds, spec.obs_dim, 0, c.hidden, num_members=1, tag="value")
+        self.actor = self.build_actor()
+        self.critic = CriticWithTarget(self.build_critic())
+        self.value = self.build_value()
         self.log_alpha = nn.Parameter(torch.full((self.num_seeds,), math.log(c.initial_alpha)))
         # The model's shape is fixed by the config; prepare() loads the fitted weights (termination unused).
         self.dynamics = EnsembleDynamics(spec.obs_dim, spec.act_dim, self.dynamics_config(),
@@ -149,6 +143,21 @@ class CSVE(Agent):
         self.critic_opt = adam(self.critic.online.parameters(), c.critic_lr)
         self.value_opt = adam(self.value.parameters(), c.critic_lr)
         self.alpha_opt = adam([self.log_alpha], c.alpha_lr)
+
+    # Network construction: an agent that changes what the networks read overrides these and keeps the
+    # interfaces (CSVEPolicy's; the critics' (obs[, action]) -> [S, E, B]).
+    def build_actor(self) -> CSVEPolicy:
+        """π(a|s)."""
+        s = self.spec
+        return CSVEPolicy(self.seeds, s.obs_dim, s.act_dim, self.config.hidden, s.action_low, s.action_high)
+
+    def build_critic(self) -> EnsembleCritic:
+        """Q_1, Q_2(s, a); the target copies are made from it."""
+        return EnsembleCritic(self.seeds, self.spec.obs_dim, self.spec.act_dim, self.config.hidden, num_members=2)
+
+    def build_value(self) -> EnsembleCritic:
+        """V(s): one member, no action."""
+        return EnsembleCritic(self.seeds, self.spec.obs_dim, 0, self.config.hidden, num_members=1, tag="value")
 
     def dynamics_config(self) -> DynamicsConfig:
         c = self.config
@@ -163,14 +172,6 @@ class CSVE(Agent):
         device = self.log_alpha.device
         model = load_or_fit(dataset, self.dynamics_config(), cache=cache, log=log, device=device)
         self.dynamics.load_state_dict(model.state_dict())
-
-    def actor_lr(self, step: int) -> float:
-        """The official per-step cosine annealing (T_max = cosine_steps), as a function of the step."""
-        c = self.config
-        if c.cosine_steps <= 0:
-            return c.actor_lr
-        progress = min(max(step - 1, 0), c.cosine_steps) / c.cosine_steps
-        return c.actor_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def ood_gap(self, obs, mean_action, next_obs) -> torch.Tensor:
         """Δ = mean V(clip(P̂(s, μ(s)))) - mean V(s') per seed [S]; a fresh model draw on every call."""
@@ -192,9 +193,7 @@ class CSVE(Agent):
                 gap = self.ood_gap(obs, mean_action, next_obs)
             alpha = self.log_alpha.exp().clamp(0.0, 1e6)  # [S]
             alpha_loss = -alpha * (c.conservative_weight * gap - c.alpha_threshold)
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.sum().backward()
-            self.alpha_opt.step()
+            gradient_step(self.alpha_opt, alpha_loss)
             metrics["alpha_loss"] = alpha_loss.detach()
 
         alpha = self.log_alpha.detach().exp().clamp(0.0, 1e6)
@@ -204,17 +203,13 @@ class CSVE(Agent):
         v = self.value(obs)[:, 0]  # [S, B]
         gap = self.ood_gap(obs, mean_action, next_obs)  # [S], with gradient into V
         value_loss = (q_sampled - v).pow(2).mean(-1) + alpha * (c.conservative_weight * gap - c.alpha_threshold)
-        self.value_opt.zero_grad(set_to_none=True)
-        value_loss.sum().backward()
-        self.value_opt.step()
+        gradient_step(self.value_opt, value_loss)
 
         with torch.no_grad():
             y = rewards + c.discount * (1.0 - dones) * self.value(next_obs)[:, 0]
         q = self.critic(obs, actions)  # [S, 2, B]
         critic_loss = (q - y.unsqueeze(1)).pow(2).mean(-1).sum(1)  # [S]: per seed, summed over members
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.critic_opt.step()
+        gradient_step(self.critic_opt, critic_loss)
 
         with torch.no_grad():
             adv = self.critic.target(obs, actions).min(dim=1).values - self.value(obs)[:, 0]
@@ -229,11 +224,9 @@ class CSVE(Agent):
             explore_loss = -c.explore_weight * v_model.mean(-1)  # [S]
             actor_loss = actor_loss + explore_loss
             metrics["explore_loss"] = explore_loss.detach()
-        for group in self.actor_opt.param_groups:
-            group["lr"] = self.actor_lr(step)
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.actor_opt.step()
+        if c.cosine_steps > 0:
+            cosine_annealing(self.actor_opt, c.actor_lr, c.cosine_steps)
+        gradient_step(self.actor_opt, actor_loss)
         self.critic.update_target(c.tau)
 
         metrics.update(value_loss=value_loss.detach(), critic_loss=critic_loss.detach(),

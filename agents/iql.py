@@ -13,19 +13,19 @@ Update order as in the official code: V first, then the actor and Q with the new
 r̃ = k·r with k = 1000 / (max episode return - min episode return) over the dataset's episodes (the
 official MuJoCo recipe; `reward_scale_by_return_range`), k kept as a buffer so a checkpoint carries it.
 The policy is N(scale(tanh(MLP(s))), exp(log_std)) with a state-independent log_std; the actor's learning
-rate decays as lr·½(1 + cos(π t / T)) over the run's T = `total_steps` updates (the official code decays over a
-fixed 1e6). The deterministic action is the Gaussian's mean.
+rate at update t + 1 is lr·½(1 + cos(π t / T)) over the run's T = `total_steps` updates (the official code's
+optax cosine_decay_schedule over its `max_steps`, the run's length). The deterministic action is the
+Gaussian's mean.
 
 Defaults are the official MuJoCo config (`ikostrikov/implicit_q_learning`, configs/mujoco_config.py and
 learner.py: log-std floor -5, cosine actor schedule; the same values in OfflineRL-Kit's run_iql.py).
-Deviations from the official code: the cosine horizon is the run's length instead of a fixed 1e6 steps; the
-reward scale is applied to every dataset when the flag is on (the official code does it for the MuJoCo
-locomotion tasks only and subtracts 1 on AntMaze: turn the flag off there); weights are initialised like
-nn.Linear instead of flax's default; no actor dropout (the official MuJoCo config has none).
+Deviations from the official code: the reward scale is applied to every dataset when the flag is on (the
+official code does it for the MuJoCo locomotion tasks only and subtracts 1 on AntMaze: turn the flag off
+there); weights are initialised like nn.Linear instead of flax's default; no actor dropout (the official
+MuJoCo config has none).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +34,7 @@ from offrl.agent import Agent
 from offrl.config import Fraction, NonNegativeFloat, OpenUnitFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import GaussianActor, ObsNormalizer
-from offrl.optim import adam
+from offrl.optim import adam, cosine_annealing, gradient_step
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
 
@@ -61,15 +61,30 @@ class IQL(Agent):
         super().__init__(spec, config, seeds, device)
         c = config
         self.obs_norm = ObsNormalizer(spec.obs_dim)
-        self.actor = GaussianActor(seeds, spec.obs_dim, spec.act_dim, c.hidden, spec.action_low, spec.action_high)
-        self.critic = CriticWithTarget(EnsembleCritic(seeds, spec.obs_dim, spec.act_dim, c.hidden, num_members=2))
-        self.value = EnsembleCritic(seeds, spec.obs_dim, 0, c.hidden, num_members=1, tag="value")
+        self.actor = self.build_actor()
+        self.critic = CriticWithTarget(self.build_critic())
+        self.value = self.build_value()
         self.register_buffer("reward_scale", torch.ones(()))
         # Stochastic acting draws from its own stream, so acting never shifts the numbers training draws.
         self.act_noise = SeedStreams(seeds, "act")
         self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
         self.critic_opt = adam(self.critic.online.parameters(), c.critic_lr)
         self.value_opt = adam(self.value.parameters(), c.value_lr)
+
+    # Network construction: an agent that changes what the networks read overrides these and keeps the
+    # interfaces (GaussianActor's; the critics' (obs[, action]) -> [S, E, B]).
+    def build_actor(self) -> GaussianActor:
+        """π(a|s)."""
+        s = self.spec
+        return GaussianActor(self.seeds, s.obs_dim, s.act_dim, self.config.hidden, s.action_low, s.action_high)
+
+    def build_critic(self) -> EnsembleCritic:
+        """Q_1, Q_2(s, a); the target copies are made from it."""
+        return EnsembleCritic(self.seeds, self.spec.obs_dim, self.spec.act_dim, self.config.hidden, num_members=2)
+
+    def build_value(self) -> EnsembleCritic:
+        """V(s): one member, no action."""
+        return EnsembleCritic(self.seeds, self.spec.obs_dim, 0, self.config.hidden, num_members=1, tag="value")
 
     def prepare(self, dataset, cache=None):
         if self.config.normalize_obs:
@@ -78,13 +93,6 @@ class IQL(Agent):
             returns = dataset.episode_returns()
             spread = float(returns.max() - returns.min())
             self.reward_scale.fill_(1000.0 / spread if spread > 0 else 1.0)
-
-    def actor_lr(self, step: int) -> float:
-        """The cosine schedule, a function of the step alone (so a resumed run needs no scheduler state)."""
-        if not self.config.cosine_lr:
-            return self.config.actor_lr
-        progress = min(max(step - 1, 0), self.total_steps) / max(self.total_steps, 1)
-        return self.config.actor_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def update(self, batch, step):
         c = self.config
@@ -98,9 +106,7 @@ class IQL(Agent):
         u = target_q - v
         weight = torch.where(u < 0, 1.0 - c.expectile, c.expectile)
         value_loss = (weight * u.pow(2)).mean(-1)  # [S]
-        self.value_opt.zero_grad(set_to_none=True)
-        value_loss.sum().backward()
-        self.value_opt.step()
+        gradient_step(self.value_opt, value_loss)
 
         with torch.no_grad():
             v = self.value(obs)[:, 0]
@@ -108,17 +114,13 @@ class IQL(Agent):
             adv_weight = torch.exp(c.beta * adv).clamp(max=c.max_weight)  # [S, B]
             y = rewards + c.discount * (1.0 - dones) * self.value(next_obs)[:, 0]
         actor_loss = -(adv_weight * self.actor.log_prob(obs, actions)).mean(-1)  # [S]
-        for group in self.actor_opt.param_groups:
-            group["lr"] = self.actor_lr(step)
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.actor_opt.step()
+        if c.cosine_lr:
+            cosine_annealing(self.actor_opt, c.actor_lr, self.total_steps)
+        gradient_step(self.actor_opt, actor_loss)
 
         q = self.critic(obs, actions)  # [S, 2, B]
         critic_loss = (q - y.unsqueeze(1)).pow(2).mean(-1).sum(1)  # [S]: per seed, summed over members
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.critic_opt.step()
+        gradient_step(self.critic_opt, critic_loss)
         self.critic.update_target(c.tau)
 
         return {"value_loss": value_loss.detach(), "critic_loss": critic_loss.detach(),

@@ -14,8 +14,7 @@ Defaults per dataset family follow the official README: halfcheetah α = 40; hop
 antmaze α = β = 7.5 with rewards 10000·r − 1. β is always explicit (the official argparse default 1.0
 differs from every published command's 2.0).
 α = 40 is tuned to D4RL's halfcheetah data: on offrl's generated halfcheetah-medium, whose actions are narrower,
-it lets the actor leave the data (as it does TD3+BC's) and the score stays near the random policy's, while α = 2.5
-matches TD3+BC (results/mujoco-medium-100k/README.md).
+it lets the actor leave the data (docs/agents.md).
 
 Deviations: the nearest neighbour comes from offrl.neighbours — on CPU a KD-tree (exact, as the
 official scipy KDTree) for keys near the data and an exact block scan for keys far from it, such as an actor

@@ -26,7 +26,7 @@ from offrl.agent import Agent
 from offrl.config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
 from offrl.nets import DeterministicActor, ObsNormalizer, soft_update
-from offrl.optim import adam
+from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
 
 
@@ -50,12 +50,22 @@ class TD3BC(Agent):
         super().__init__(spec, config, seeds, device)
         c = config
         self.obs_norm = ObsNormalizer(spec.obs_dim)
-        self.actor = DeterministicActor(seeds, spec.obs_dim, spec.act_dim, c.hidden, spec.action_low,
-                                        spec.action_high)
+        self.actor = self.build_actor()
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = CriticWithTarget(EnsembleCritic(seeds, spec.obs_dim, spec.act_dim, c.hidden, num_members=2))
+        self.critic = CriticWithTarget(self.build_critic())
         self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
         self.critic_opt = adam(self.critic.online.parameters(), c.critic_lr)
+
+    # Network construction: an agent that changes what the networks read overrides these and keeps the
+    # interfaces (the actor's `scaler`; the critic's (obs, action) -> [S, 2, B] and `frozen`).
+    def build_actor(self) -> DeterministicActor:
+        """π(s); its target copy is made from it."""
+        s = self.spec
+        return DeterministicActor(self.seeds, s.obs_dim, s.act_dim, self.config.hidden, s.action_low, s.action_high)
+
+    def build_critic(self) -> EnsembleCritic:
+        """Q_1, Q_2(s, a); the target copies are made from it."""
+        return EnsembleCritic(self.seeds, self.spec.obs_dim, self.spec.act_dim, self.config.hidden, num_members=2)
 
     def prepare(self, dataset, cache=None):
         if self.config.normalize_obs:
@@ -79,9 +89,7 @@ class TD3BC(Agent):
             y = rewards + c.discount * (1.0 - dones) * target_q
         q = self.critic(obs, actions)  # [S, 2, B]
         critic_loss = (q - y.unsqueeze(1)).pow(2).mean(-1).sum(1)  # [S]: per seed, summed over members
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.critic_opt.step()
+        gradient_step(self.critic_opt, critic_loss)
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean((1, 2))}
 
         if step % c.policy_freq == 0:
@@ -90,9 +98,7 @@ class TD3BC(Agent):
             lam = c.alpha / q_pi.abs().mean(-1).detach()  # [S]
             bc = (pi - self.bc_target(obs, actions, pi)).pow(2).mean((-1, -2))  # [S]
             actor_loss = -lam * q_pi.mean(-1) + bc
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.sum().backward()
-            self.actor_opt.step()
+            gradient_step(self.actor_opt, actor_loss)
             self.critic.update_target(c.tau)
             soft_update(self.actor_target, self.actor, c.tau)
             metrics.update(actor_loss=actor_loss.detach(), bc_loss=bc.detach(), lambda_=lam)

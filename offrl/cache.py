@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from offrl.atomic import atomic_path, file_sha256, write_text_atomic
+from offrl.config import config_hash
 from offrl.data.dataset import FIELDS
 from offrl.errors import OfflineRLError
 from offrl.lock import FileLock
@@ -83,11 +84,6 @@ def _jsonable(config) -> Any:
     if isinstance(config, np.generic):
         return config.item()
     return str(config)
-
-
-def config_hash(config) -> str:
-    """SHA-256 (hex) of the config as canonical JSON (a dataclass or a dict; tuples count as lists)."""
-    return hashlib.sha256(json.dumps(_jsonable(config), sort_keys=True).encode()).hexdigest()
 
 
 def _check_storable(obj, where: str = "artifact") -> None:
@@ -134,7 +130,7 @@ class Cache:
         self.log = log
 
     def entry_dir(self, dataset, stage: str, config, seed: int) -> Path:
-        return self._dir(stage, dataset_fingerprint(dataset), config_hash(config), seed)
+        return self._dir(stage, dataset_fingerprint(dataset), config_hash(config, digits=64), seed)
 
     def _dir(self, stage: str, fingerprint: str, chash: str, seed: int) -> Path:
         if not _STAGE_RE.match(stage):
@@ -151,7 +147,7 @@ class Cache:
         build keeps its own resumable state; a killed build finds it there next time, and it is deleted
         once the artefact is stored. `offrl cache list` shows such an entry as incomplete."""
         log = log or self.log
-        fingerprint, chash = dataset_fingerprint(dataset), config_hash(config)
+        fingerprint, chash = dataset_fingerprint(dataset), config_hash(config, digits=64)
         path = self._dir(stage, fingerprint, chash, seed)
         found = self._reuse(path, stage, fingerprint, chash, seed, map_location, log)
         if found is not None:
@@ -287,4 +283,4 @@ class Cache:
         return removed
 
 
-__all__ = ["Cache", "CacheEntry", "dataset_fingerprint", "config_hash"]
+__all__ = ["Cache", "CacheEntry", "dataset_fingerprint"]

@@ -175,13 +175,16 @@ def to_dict(config) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-def config_hash(config) -> str:
-    return dict_hash(to_dict(config))
+def config_hash(config, digits: int = 12) -> str:
+    """SHA-256 (hex) of a config, a dataclass or the dict run.yaml stores, as canonical JSON (tuples as
+    lists); its first `digits` digits: results rows keep 12, the artefact cache all 64."""
+    values = to_dict(config) if dataclasses.is_dataclass(config) else config
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:digits]
 
 
 def dict_hash(values: dict) -> str:
     """The config hash of a config already turned into a dict (as run.yaml stores it)."""
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+    return config_hash(values)
 
 
 def resolve_config(info, family: str, file: str | None = None, overrides: dict | None = None):

@@ -16,8 +16,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from offrl.rng import SeedStreams
-
 
 class StackedLinear(nn.Module):
     """y = x @ W + b with W: [*lead, in, out]; x: [*lead, B, in] (or broadcastable to it)."""
@@ -153,7 +151,7 @@ class GaussianActor(nn.Module):
     """IQL's policy: N(scale(tanh(MLP(s))), exp(log_std)) with a state-independent log_std per seed."""
 
     def __init__(self, seeds, obs_dim, act_dim, hidden, low, high, log_std_min=-5.0, log_std_max=2.0,
-                 dropout: float = 0.0, tag="actor"):
+                 tag="actor"):
         super().__init__()
         self.net = init_seeded(MLP((len(seeds),), obs_dim, hidden, act_dim), seeds, tag)
         self.log_std = nn.Parameter(torch.zeros(len(seeds), 1, act_dim))
@@ -197,4 +195,4 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 __all__ = ["StackedLinear", "MLP", "init_seeded", "ActionScaler", "DeterministicActor", "TanhGaussianActor",
-           "GaussianActor", "ObsNormalizer", "soft_update", "SeedStreams"]
+           "GaussianActor", "ObsNormalizer", "soft_update"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from offrl.cache import Cache, config_hash, dataset_fingerprint
+from offrl.cache import Cache, dataset_fingerprint
+from offrl.config import config_hash
 from offrl.data import from_arrays
 from offrl.errors import OfflineRLError
 
@@ -129,7 +130,7 @@ def test_list_and_clear(cache):
     entries = cache.list_entries()
     assert len(entries) == 5
     e = next(e for e in entries if e.stage == "dynamics" and e.dataset == "x-data" and e.seed == 1)
-    assert e.config_hash == config_hash(StageConfig()) and e.fingerprint == dataset_fingerprint(x)
+    assert e.config_hash == config_hash(StageConfig(), digits=64) and e.fingerprint == dataset_fingerprint(x)
     assert e.size_bytes > 0 and e.created[:4].isdigit() and e.complete
 
     removed = cache.clear(stage="anchor_seeker")
