@@ -160,3 +160,17 @@ def test_ctrl_c_before_the_run_folder_exists_suggests_no_resume(tmp_path, data_d
     monkeypatch.setattr("offrl.trainer.resolve", interrupted)
     out = _cli("run", "--agent", "td3bc", "--env", "pointmass-medium", "--out", tmp_path)
     assert out.exit_code == 130 and "nothing to resume" in out.output and "--resume" not in out.output
+
+
+def test_stale_build_folders_of_a_dataset_are_removed_and_others_kept(tmp_path, monkeypatch):
+    from offrl.data import recipes
+
+    monkeypatch.setenv("OFFRL_DATA_DIR", str(tmp_path))
+    store = recipes.minari_store()
+    ours = store / ".build-offrl_pointmass_medium-v1-k2j3"
+    legacy = store / ".build-x8f1" / "offrl" / "pointmass" / "medium-v1"  # named before builds carried the id
+    other = store / ".build-offrl_hopper_medium-v1-a1b2"
+    for folder in (ours, legacy, other):
+        folder.mkdir(parents=True)
+    recipes.remove_stale_builds("offrl/pointmass/medium-v1")
+    assert not ours.exists() and not (store / ".build-x8f1").exists() and other.exists()
