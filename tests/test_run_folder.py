@@ -174,3 +174,21 @@ def test_stale_build_folders_of_a_dataset_are_removed_and_others_kept(tmp_path, 
         folder.mkdir(parents=True)
     recipes.remove_stale_builds("offrl/pointmass/medium-v1")
     assert not ours.exists() and not (store / ".build-x8f1").exists() and other.exists()
+
+
+def test_seed_k_of_a_finished_run_acts_as_the_run_s_seed_k(tmp_path, data_dir):
+    from offrl.seed_state import load_seed_state, seed_agent
+
+    trainer = _start(tmp_path, "pair", steps=200)
+    trainer.fit()
+    one = seed_agent(trainer.run_dir, 1, trainer.dataset)
+    obs = torch.as_tensor(trainer.dataset.observations[:16])
+    with torch.no_grad():
+        expected = trainer.agent.act(obs.expand(2, 16, -1))[1]
+        assert torch.equal(one.act(obs[None])[0], expected)
+    with pytest.raises(OfflineRLError, match="has no seed 5"):
+        load_seed_state(trainer.run_dir, 5, one)
+    bc = _start(tmp_path, "bc", steps=100, seeds=(0,), agent="bc")
+    with pytest.raises(OfflineRLError, match="is a run of td3bc, not of BC"):
+        load_seed_state(trainer.run_dir, 0, bc.agent)
+    bc.folder.unlock()
