@@ -55,3 +55,44 @@ class Agent(nn.Module):
 def per_seed_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over every axis but the leading seed axis: [S, ...] -> [S]."""
     return x.reshape(x.shape[0], -1).mean(-1)
+
+
+class SeedsOneByOne(Agent):
+    """An agent class with `seed_axis = False`, trained for several seeds: one single-seed agent per seed.
+
+    `update` gives member i the [1, B] slice of the [S, B] batch. The buffer draws every seed's indices from
+    that seed's own stream, so the slice is exactly the batch a run of seed i alone draws, and each member's
+    own streams are those of its seed: seeds trained together equal seeds trained alone. `act` splits the
+    observations by seed. Checkpoints hold the members' modules and optimisers like any agent's.
+    """
+
+    def __init__(self, agent_cls, spec, config, seeds, device="cpu"):
+        self.members = []  # until the ModuleList below: Agent.__init__ sets total_steps through the property
+        super().__init__(spec, config, seeds, device)
+        self.members = nn.ModuleList(agent_cls(spec, config, [seed], device) for seed in self.seeds)
+
+    @property
+    def total_steps(self) -> int:
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, steps: int) -> None:
+        self._total_steps = steps
+        for member in self.members:
+            member.total_steps = steps
+
+    def prepare(self, dataset, cache=None) -> None:
+        for member in self.members:
+            member.prepare(dataset, cache=cache)
+
+    def update(self, batch: dict, step) -> dict:
+        outs = [member.update({k: v[i:i + 1] for k, v in batch.items()}, step)
+                for i, member in enumerate(self.members)]
+        return {key: torch.cat([out[key].reshape(1, *out[key].shape[1:]) if out[key].dim() else out[key].reshape(1)
+                                for out in outs]) for key in outs[0]}
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return torch.cat([member.act(obs[i:i + 1], deterministic) for i, member in enumerate(self.members)])
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {f"{i}.{name}": opt for i, member in enumerate(self.members) for name, opt in member.optimizers().items()}

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from offrl import config as cfg
-from offrl import registry
+from offrl.build import agent_config, build_run
 from offrl.cache import Cache
-from offrl.compile import UpdateRunner
 from offrl.errors import OfflineRLError
-from offrl.replay import TransitionBuffer
 from offrl.machine import set_threads
-from offrl.trainer import resolve_family
+from offrl.run_folder import RunFolder, plugins_to_import
+from offrl.run_spec import RunSpec
 
 
 @dataclass
@@ -70,19 +66,6 @@ def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> flo
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def build(agent_name: str, dataset, num_seeds: int, device, overrides=None, log=print, agent_state=None):
-    info = registry.get(agent_name)
-    config = cfg.resolve_config(info, resolve_family(dataset.name), overrides=overrides)
-    seeds = list(range(num_seeds))
-    agent = registry.make(agent_name, dataset.spec, config, seeds, device).to(device)
-    # Pre-training stages (a dynamics model) come from the cache, fitted once for every S timed.
-    agent.prepare(dataset, cache=Cache(log=log))
-    if agent_state is not None:  # a run's trained networks and optimisers (see run_checkpoint)
-        agent.load_checkpoint_state(agent_state)
-    return agent, TransitionBuffer(dataset, seeds, config.batch_size, device,
-                                   extras=dataset.extras_for(agent.extras, config))
-
-
 @dataclass
 class BenchJob:
     """One timed row: an agent on a dataset with S seeds, fresh or from a run's checkpoint."""
@@ -96,29 +79,29 @@ class BenchJob:
     plugins: tuple[str, ...] = ()  # files registering the run's agent
 
 
-def jobs_from_runs(run_dirs) -> list[BenchJob]:
-    """One job per run folder: its agent, dataset, config and seed count, from its checkpoint."""
+def jobs_from_runs(run_dirs, plugins=(), trust_plugins: bool = False) -> list[BenchJob]:
+    """One job per run folder: its agent, dataset, config and seed count, from its checkpoint. A plugin file a
+    run names is taken only if passed again in `plugins` or with `trust_plugins` (run folders are data)."""
     jobs = []
     for run in run_dirs:
         spec, checkpoint = run_checkpoint(run)
-        jobs.append(BenchJob(spec["agent"], spec["dataset"], spec.get("dataset_size"), len(spec["seeds"]),
-                             spec["agent_config"], checkpoint["agent"], f"{run} at step {checkpoint['step']:,}",
-                             tuple(spec.get("plugins", []))))
+        jobs.append(BenchJob(spec.agent, spec.dataset, spec.dataset_size, len(spec.seeds), spec.agent_config,
+                             checkpoint["agent"], f"{run} at step {int(checkpoint['step']):,}",
+                             tuple(plugins_to_import(spec, run, plugins, trust_plugins))))
     return jobs
 
 
-def run_checkpoint(run_dir) -> tuple[dict, dict]:
-    """(run.yaml's content, the checkpoint's agent state) of a run folder, to time an agent as it trains
-    later in a run rather than at initialisation: PRDC's neighbour query, for one, costs what the actor's
-    distance from the data makes it cost."""
-    run_dir = Path(run_dir)
+def run_checkpoint(run_dir) -> tuple[RunSpec, dict]:
+    """(run.yaml's content, the checkpoint) of a run folder, to time an agent as it trains later in a run
+    rather than at initialisation: PRDC's neighbour query, for one, costs what the actor's distance from the
+    data makes it cost. The checkpoint is loaded as data only."""
+    folder = RunFolder(run_dir)
+    if not folder.checkpoint_path.is_file():
+        raise OfflineRLError(f"cannot bench from {run_dir}: it has no checkpoint.pt (yet)")
     try:
-        spec = yaml.safe_load((run_dir / "run.yaml").read_text())
-        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    except (OSError, yaml.YAMLError, RuntimeError, EOFError) as exc:
-        raise OfflineRLError(f"cannot bench from {run_dir}: run.yaml or checkpoint.pt missing or unreadable "
-                             f"({type(exc).__name__})") from None
-    return spec, state
+        return folder.read_spec(), folder.load_checkpoint(map_location="cpu")
+    except OfflineRLError as exc:
+        raise OfflineRLError(f"cannot bench from {run_dir}: {exc}") from None
 
 
 def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,
@@ -128,13 +111,16 @@ def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup
     """`agent_state`: start from these networks (a checkpoint's "agent" entry, for num_seeds seeds)."""
     device = torch.device(device)
     threads = set_threads(threads, num_seeds)
-    agent, buffer = build(agent_name, dataset, num_seeds, device, overrides, log=log, agent_state=agent_state)
+    # Pre-training stages (a dynamics model) come from the cache, fitted once for every S timed.
+    parts = build_run(agent_name, dataset, agent_config(agent_name, dataset, overrides=overrides),
+                      list(range(num_seeds)), device, compile_mode, cache=Cache(log=log), agent_state=agent_state,
+                      log=log)
+    agent, buffer, train_step = parts.agent, parts.buffer, parts.train_step
     counted = 4  # covers the delayed-actor cycle of TD3-style agents
     with FlopCounterMode(display=False) as counter:
         for step in range(1, counted + 1):
             agent.update(buffer.sample(), step)
     gflop = counter.get_total_flops() / counted / 1e9
-    train_step = UpdateRunner(agent, buffer, compile_mode, device, log=log)
     for step in range(step + 1, step + warmup + 1):
         train_step(step)
     _sync(device)

@@ -148,28 +148,34 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file registering an agent")
 @click.option("--name", "run_name", callback=plain_name, help="run folder name [default: agent_dataset_time]")
 @click.option("--resume", "resume_dir", type=click.Path(), help="continue the run in this folder (with --threads "
-              "and --checkpoint-every for this session only; the run's other settings are its own)")
+              "and --checkpoint-every for this session only; the run's other settings are its own); a run whose "
+              "training is complete but whose result is not recorded finishes")
+@click.option("--trust-plugins", is_flag=True, help="with --resume: import the plugin files the run folder's "
+              "run.yaml names (they run with your rights; without this, pass each one again with --plugin)")
 @click.pass_context
 @friendly
 def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
-        device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir):
+        device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir, trust_plugins):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
     from offrl.trainer import TrainConfig, Trainer
 
     if resume_dir:
         fixed = [p.opts[0] for p in ctx.command.params
-                 if p.name not in ("resume_dir", "threads", "checkpoint_every")
+                 if p.name not in ("resume_dir", "threads", "checkpoint_every", "plugins", "trust_plugins")
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if fixed:
             raise OfflineRLError(f"{', '.join(fixed)} cannot change a run: with --resume only --threads and "
                                  f"--checkpoint-every apply (the rest is in {resume_dir}/run.yaml)")
         if checkpoint_every is not None and checkpoint_every <= 0:
             raise OfflineRLError(f"--checkpoint-every must be positive, got {checkpoint_every}")
-        trainer = Trainer.resume(resume_dir, threads=threads, checkpoint_every=checkpoint_every)
+        trainer = Trainer.resume(resume_dir, threads=threads, checkpoint_every=checkpoint_every, plugins=plugins,
+                                 trust_plugins=trust_plugins)
     else:
         if not agent or not dataset:
             raise OfflineRLError("offrl run needs --agent and --env (or --resume RUN_DIR)")
+        if trust_plugins:
+            raise OfflineRLError("--trust-plugins applies with --resume (a new run imports its --plugin files)")
         train = TrainConfig()
         given = dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
                      checkpoint_every=checkpoint_every)
@@ -178,25 +184,46 @@ def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every,
                 if value <= 0:
                     raise OfflineRLError(f"--{key.replace('_', '-')} must be positive, got {value}")
                 setattr(train, key, value)
-        trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
-                                config_file=config_file, overrides=cfg.parse_set(sets), device=device,
-                                dataset_size=dataset_size, results=results, plugins=plugins, run_name=run_name,
-                                threads=threads or 0, compile=compile_mode)
+        try:
+            trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
+                                    config_file=config_file, overrides=cfg.parse_set(sets), device=device,
+                                    dataset_size=dataset_size, results=results, plugins=plugins,
+                                    run_name=run_name, threads=threads or 0, compile=compile_mode)
+        except KeyboardInterrupt:
+            click.echo("interrupted before the run folder was written: nothing to resume", err=True)
+            sys.exit(130)
         click.echo(f"run folder: {trainer.run_dir}")
     trainer.fit()
 
 
 @main.command()
 @click.argument("folder", type=click.Path(), default="runs")
+@click.option("--finish", is_flag=True, help="record the result of every run in FOLDER (or of the run FOLDER) "
+              "whose training is complete but whose result is not recorded")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="with --finish: a plugin file a run "
+              "names, allowed to be imported")
+@click.option("--trust-plugins", is_flag=True, help="with --finish: import the plugin files the runs name")
 @friendly
-def runs(folder):
+def runs(folder, finish, plugins, trust_plugins):
     """The run folders in FOLDER: progress, last evaluation, time left at the pace so far, and whether each
-    finished, is training now, or stopped (resume it with `offrl run --resume FOLDER/RUN`)."""
-    from offrl.runs import list_runs
+    finished, is training now, stopped (resume it with `offrl run --resume FOLDER/RUN`), trained all its steps
+    without a recorded result (`offrl runs --finish`), or diverged."""
+    from pathlib import Path
 
-    found = list_runs(folder)
+    from offrl.runs import list_runs, run_status
+
+    found = [run_status(folder)] if (Path(folder) / "run.yaml").exists() else list_runs(folder)
     if not found:
         raise OfflineRLError(f"no run folders (folders with a run.yaml) in {folder}")
+    if finish:
+        from offrl.trainer import Trainer
+
+        todo = [r for r in found if r.state == "trained"]
+        if not todo:
+            click.echo(f"no run in {folder} waits to be finished (all steps trained, no result recorded)")
+        for r in todo:
+            Trainer.resume(r.path, plugins=plugins, trust_plugins=trust_plugins).fit()
+        found = [run_status(r.path) for r in found]
     rows = []
     for r in found:
         last = "-" if r.last_score is None else f"{r.last_score:.1f} at {r.last_eval_step:,}"
@@ -310,21 +337,24 @@ def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, tit
 @click.option("--from", "from_runs", multiple=True, type=click.Path(),
               help="time the agent of this run folder from its checkpoint, with the run's dataset, config and seed "
                    "count (repeatable, e.g. a TD3+BC run and a PRDC run; --agent, --env, --seeds, --set unused)")
+@click.option("--trust-plugins", is_flag=True, help="with --from: import the plugin files the runs' run.yaml "
+              "names (they run with your rights; without this, pass each one again with --plugin)")
 @friendly
-def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, sets, as_csv, plugins, from_runs):
+def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mode, sets, as_csv, plugins, from_runs,
+          trust_plugins):
     """Updates per second for S seeds in one process (whole steps: sampling + update), FLOPs and efficiency."""
     import torch
 
     from offrl import config as cfg
     from offrl import registry
     from offrl.bench import BenchJob, benchmark, jobs_from_runs, matmul_gflops
+    from offrl.build import load_plugins
     from offrl.compile import resolve_mode
     from offrl.data import resolve
     from offrl.machine import hardware, pick_device, set_threads
 
-    jobs = jobs_from_runs(from_runs)
-    for p in tuple(plugins) + tuple(p for job in jobs for p in job.plugins):  # before any agent is built
-        registry.load_plugin(p)
+    jobs = jobs_from_runs(from_runs, plugins, trust_plugins)
+    load_plugins(tuple(plugins) + tuple(p for job in jobs for p in job.plugins))  # before any agent is built
     if not from_runs:
         names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
         jobs = [BenchJob(name, dataset, None, s, cfg.parse_set(sets)) for name in names

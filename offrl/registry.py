@@ -26,7 +26,6 @@ class AgentInfo:
     family: str = ""
     base: str | None = None
     stages: tuple[str, ...] = ()  # pre-training stages run by prepare(), e.g. ("dynamics",)
-    online: bool = False
     module: str = ""
     # Per-dataset-family overrides of the Config defaults, as the paper tunes them: {"halfcheetah": {...}}.
     family_defaults: dict = field(default_factory=dict)
@@ -36,9 +35,9 @@ _AGENTS: dict[str, AgentInfo] = {}
 
 
 def register_agent(name: str, agent_cls: type, config_cls: type, *, paper: str = "", family: str = "",
-                   base: str | None = None, stages=(), online: bool = False, family_defaults=None) -> AgentInfo:
+                   base: str | None = None, stages=(), family_defaults=None) -> AgentInfo:
     """Make an agent available as `offrl run --agent NAME`."""
-    info = AgentInfo(name, agent_cls, config_cls, paper, family, base, tuple(stages), online,
+    info = AgentInfo(name, agent_cls, config_cls, paper, family, base, tuple(stages),
                      agent_cls.__module__, dict(family_defaults or {}))
     old = _AGENTS.get(name)
     if old is not None and old.agent_cls.__qualname__ != agent_cls.__qualname__:

@@ -129,9 +129,19 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     (The lock is on a sidecar rather than on the table so that the table itself could be replaced
     atomically by a future tool without invalidating a lock someone holds.)
     """
-    typed_rows = [_coerce_row(row) for row in rows]
+    _append(path, [_coerce_row(row) for row in rows], same_run=None)
+
+
+def append_rows_once(path: str | os.PathLike, rows: list[dict], same_run) -> int:
+    """Like `append_rows`, but a row is left out when the table already holds a row of the same seed whose
+    run_dir `same_run(run_dir)` accepts (the same run folder), so finishing a run twice appends its rows once.
+    Returns how many rows were appended."""
+    return _append(path, [_coerce_row(row) for row in rows], same_run=same_run)
+
+
+def _append(path, typed_rows: list[dict], same_run) -> int:
     if not typed_rows:
-        return
+        return 0
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock").acquire(wait=True):
@@ -149,6 +159,14 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
                     raise OfflineRLError(
                         f"results table {path} has a different header than this version of offrl writes; "
                         f"append to a new file")
+                if same_run is not None:
+                    table.seek(0)
+                    present = {(values[RESULT_FIELDS.index("run_dir")], values[RESULT_FIELDS.index("seed")])
+                               for values in list(csv.reader(table))[1:] if len(values) == len(RESULT_FIELDS)}
+                    recorded = {seed for run_dir, seed in present if same_run(run_dir)}
+                    typed_rows = [row for row in typed_rows if str(row["seed"]) not in recorded]
+                    if not typed_rows:
+                        return 0
                 table.seek(size - 1)
                 if table.read(1) != "\n":
                     # The last write was cut short (a killed process): start on a fresh line so the new
@@ -159,6 +177,7 @@ def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
             table.write(buffer.getvalue())
             table.flush()
             os.fsync(table.fileno())
+    return len(typed_rows)
 
 
 def _format_value(value) -> str:

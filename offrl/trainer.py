@@ -1,23 +1,25 @@
-"""The training loop and the run folder: sample -> update -> log -> evaluate -> checkpoint; resume; results.
+"""The training loop: sample -> update -> log -> evaluate -> checkpoint, then finish; start and resume.
 
-A run folder holds run.yaml (everything needed to rebuild the run: agent, dataset, seeds, resolved configs),
-checkpoint.pt (models, optimisers, random-stream counters, step, evaluation history; written atomically),
-eval.csv, tb/ (TensorBoard) and, when finished, result.json. `Trainer.resume(run_dir)` rebuilds the run from
-run.yaml and continues from the checkpoint; because every random number comes from counter-based streams
-saved in the checkpoint, the resumed run ends with the same parameters and scores as an uninterrupted one.
-While a process trains in a run folder it holds the folder's .lock (offrl/lock.py): a second `--resume` of the
-same folder stops with a one-line error instead of writing checkpoints and result rows beside the first.
-SIGINT or SIGTERM (offrl/stop.py) ends the loop between two updates with a checkpoint of that step and
-RunInterrupted, which the CLI turns into exit status 128 + the signal's number.
+`Trainer.start` resolves the dataset, builds the run (offrl/build.py) and writes run.yaml (offrl/run_spec.py)
+into a new run folder (offrl/run_folder.py: lock, checkpoints, eval.csv, result). `Trainer.resume` rebuilds a
+run from its folder and continues from the checkpoint; because every random number comes from counter-based
+streams saved in the checkpoint, the resumed run ends with the same parameters and scores as an
+uninterrupted one. SIGINT or SIGTERM (offrl/stop.py) ends the loop between two updates with a checkpoint of
+that step and RunInterrupted, which the CLI turns into exit status 128 + the signal's number.
+
+Finishing is a step of its own: it turns what the run recorded (evaluation history, train time, steps) into
+result rows and records them once. A run whose training is complete but whose rows are not recorded (killed
+after its last checkpoint, or its results table was unwritable) finishes on the next `--resume`.
+What can be checked before training is checked before training: the results table, the data folder, disk.
 
 Metrics stay on the device and are read every `log_every` steps (and before every evaluation and
-checkpoint); a NaN or infinite loss stops the run with DivergedError before anything is written as a score.
+checkpoint); a NaN or infinite loss stops the run with DivergedError, recorded in the folder, before anything
+is written as a score.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import subprocess
 import time
 from collections import defaultdict
@@ -26,20 +28,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 import offrl
 from offrl import config as cfg
 from offrl import registry
-from offrl.atomic import atomic_path, write_text_atomic
+from offrl.build import agent_config, build_run, load_plugins
 from offrl.cache import Cache, dataset_fingerprint
-from offrl.compile import UpdateRunner
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
 from offrl.evaluation import Evaluator
-from offrl.lock import FileLock, Locked
 from offrl.machine import hardware, pick_device, set_threads
-from offrl.replay import TransitionBuffer
+from offrl.paths import data_root
+from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
+from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
 
 
@@ -92,42 +93,38 @@ class PhaseClock:
 
 
 class Trainer:
-    def __init__(self, run_dir: Path, spec: dict, log=print):
-        """`spec` is the content of run.yaml. Use Trainer.start() or Trainer.resume()."""
-        self.run_dir, self.spec, self.log = Path(run_dir), spec, log
-        for plugin in spec.get("plugins", []):
-            registry.load_plugin(plugin)
-        self.info = registry.get(spec["agent"])
-        self.train_cfg = TrainConfig(**spec["train"])
-        self.agent_cfg = cfg.apply(self.info.config_cls(), spec["agent_config"])
-        self.seeds = list(spec["seeds"])
-        self.device = pick_device(spec.get("device", "auto"))
-        self.threads = set_threads(spec.get("threads", 0), len(self.seeds))
-        self.clock = PhaseClock()
+    def __init__(self, folder: RunFolder, spec: RunSpec, log=print, dataset=None, agent_cfg=None,
+                 clock: PhaseClock | None = None):
+        """Use Trainer.start() or Trainer.resume(). `dataset` and `agent_cfg`: already resolved (by start())."""
+        self.folder, self.run_dir, self.spec, self.log = folder, folder.path, spec, log
+        self.info = registry.get(spec.agent)
+        self.train_cfg = cfg.apply(TrainConfig(), spec.train)
+        self.seeds = list(spec.seeds)
+        self.device = pick_device(spec.device)
+        self.threads = set_threads(spec.threads, len(self.seeds))
+        self.clock = clock or PhaseClock()
         with self.clock("setup"):
-            self.dataset = resolve(spec["dataset"], size=spec.get("dataset_size"), log=log)
+            self.dataset = dataset or resolve(spec.dataset, size=spec.dataset_size, log=log)
+            self.agent_cfg = agent_cfg or cfg.apply(self.info.config_cls(), spec.agent_config)
             # Checked on resume: a run may continue on another machine, from a dataset rebuilt there.
             self.dataset_fingerprint = dataset_fingerprint(self.dataset)
             if not self.dataset.has_reference_scores:  # fail now, not after hours of training
                 raise OfflineRLError(f"dataset {self.dataset.name} has no reference scores (ref_min_score/"
                                      "ref_max_score), so no normalised score can be reported; add them to its "
                                      "metadata")
-            self.agent = registry.make(spec["agent"], self.dataset.spec, self.agent_cfg, self.seeds, self.device)
-            self.agent.to(self.device)
-            self.agent.total_steps = self.train_cfg.steps
-            self.agent.prepare(self.dataset, cache=Cache(log=log))
-            self.buffer = TransitionBuffer(self.dataset, self.seeds, self.agent_cfg.batch_size, self.device,
-                                           extras=self.dataset.extras_for(self.agent.extras, self.agent_cfg))
-            self.train_step = UpdateRunner(self.agent, self.buffer, spec.get("compile", "auto"), self.device,
-                                           log=log)
+            check_results_table(spec.results)
+            parts = build_run(spec.agent, self.dataset, self.agent_cfg, self.seeds, self.device, spec.compile,
+                              total_steps=self.train_cfg.steps, cache=Cache(log=log), log=log)
+            self.agent, self.buffer, self.train_step = parts.agent, parts.buffer, parts.train_step
+            self.folder.check_room_for(3 * sum(t.numel() * t.element_size() for t in self.agent.state_dict().values()))
         log(f"device {self.device} ({hardware(self.device)}), torch {torch.__version__}, update mode "
             f"{self.train_step.mode}" + (" (--compile auto)" if self.train_step.requested == "auto" else ""))
         self.step = 0
         self.history: list[dict] = []  # one record per evaluation
         self.wall_clock = 0.0
         # Code revisions the run trained under, in order: a run resumed after the code changed reports both ends.
-        self.code_revisions = [spec.get("git_revision", "")]
-        self.lock: FileLock | None = None  # the run folder's, held from start()/resume() to the end of fit()
+        self.code_revisions = [spec.git_revision]
+        self.holds_folder = False  # the folder is locked from start()/resume() to the end of fit()
 
     # ---- creating and resuming runs -------------------------------------------------------------
     @classmethod
@@ -138,86 +135,87 @@ class Trainer:
         seeds = [int(s) for s in seeds]
         if len(set(seeds)) != len(seeds) or not seeds:
             raise OfflineRLError(f"--seeds must be distinct integers, got {seeds}")
-        for plugin in plugins:
-            registry.load_plugin(plugin)
+        check_data_folder()
+        load_plugins(plugins)
         info = registry.get(agent)
-        family = resolve_family(dataset)
-        agent_cfg = cfg.resolve_config(info, family, config_file, overrides)
-        if agent_cfg.batch_size <= 0:  # every agent's config has one: the trainer's buffer samples it per seed
-            raise OfflineRLError(f"config key batch_size must be positive, got {agent_cfg.batch_size}")
+        # The config's keys and values are checked before the dataset is resolved (which may build it);
+        # the family's defaults need the dataset.
+        cfg.apply(cfg.apply(info.config_cls(), cfg.load_yaml(config_file) if config_file else {}),
+                            overrides or {})
         train = train or TrainConfig()
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = run_name or f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{stamp}"
-        run_dir = Path(out_dir) / name
-        if (run_dir / "run.yaml").exists():
-            raise OfflineRLError(f"run folder {run_dir} exists: resume it with --resume {run_dir}")
-        spec = dict(agent=agent, dataset=dataset, dataset_size=dataset_size, seeds=seeds, device=device, threads=threads,
-                    compile=compile,
-                    train=dataclasses.asdict(train), agent_config=cfg.to_dict(agent_cfg),
-                    results=str(Path(results)) if results else str(Path(out_dir) / "results.csv"),
-                    plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=offrl.__version__,
-                    git_revision=git_revision(), created=dt.datetime.now().isoformat(timespec="seconds"))
-        trainer = cls(run_dir, spec, log=log)  # builds everything before anything is written
-        run_dir.mkdir(parents=True, exist_ok=True)
-        trainer.lock = lock_run_folder(run_dir)
-        if (run_dir / "run.yaml").exists():  # another process started the same name while this one built
-            trainer.lock.release()
-            raise OfflineRLError(f"run folder {run_dir} exists: resume it with --resume {run_dir}")
-        write_text_atomic(run_dir / "run.yaml", yaml.safe_dump(spec, sort_keys=False))
+        folder = RunFolder(Path(out_dir) / name)
+        if folder.exists():
+            raise OfflineRLError(f"run folder {folder.path} exists: resume it with --resume {folder.path}")
+        clock = PhaseClock()
+        with clock("setup"):
+            data = resolve(dataset, size=dataset_size, log=log)
+            agent_cfg = agent_config(agent, data, config_file, overrides)
+        spec = RunSpec(agent=agent, dataset=dataset, dataset_size=dataset_size, seeds=seeds, device=device,
+                       threads=threads, compile=compile, train=dataclasses.asdict(train),
+                       agent_config=cfg.to_dict(agent_cfg),
+                       results=str(Path(results)) if results else str(Path(out_dir) / "results.csv"),
+                       plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=offrl.__version__,
+                       git_revision=git_revision(), created=dt.datetime.now().isoformat(timespec="seconds"))
+        trainer = cls(folder, spec, log=log, dataset=data, agent_cfg=agent_cfg, clock=clock)  # before any write
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.lock()
+        if folder.exists():  # another process started the same name while this one built
+            folder.unlock()
+            raise OfflineRLError(f"run folder {folder.path} exists: resume it with --resume {folder.path}")
+        folder.write_spec(spec)
+        trainer.holds_folder = True
         return trainer
 
     @classmethod
-    def resume(cls, run_dir, log=print, threads: int | None = None,
-               checkpoint_every: int | None = None) -> "Trainer":
+    def resume(cls, run_dir, log=print, threads: int | None = None, checkpoint_every: int | None = None,
+               plugins=(), trust_plugins: bool = False) -> "Trainer":
         """`threads`: this session's CPU thread count instead of the run's (e.g. the run now has the machine to
         itself). The KD-tree and the random streams do not depend on it; float sums in torch's CPU kernels may
         round differently, so such a run is no longer bit-identical to an uninterrupted one.
         `checkpoint_every`: this session's checkpoint interval (a slow run on a machine that may be taken away);
-        it changes nothing the run computes."""
-        run_dir = Path(run_dir)
-        try:
-            spec = yaml.safe_load((run_dir / "run.yaml").read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise OfflineRLError(f"cannot resume {run_dir}: run.yaml missing or unreadable ({exc})") from None
+        it changes nothing the run computes. `plugins`, `trust_plugins`: which of the plugin files run.yaml
+        names may be imported (a run folder is data: its plugins run only when the user allows them)."""
+        folder = RunFolder(run_dir)
+        spec = folder.read_spec()
+        allowed = plugins_to_import(spec, folder.path, plugins, trust_plugins)
+        check_data_folder()
         if threads is not None:
-            spec = dict(spec, threads=threads)  # this session only: run.yaml keeps the run's setting
+            spec = dataclasses.replace(spec, threads=threads)  # this session only: run.yaml keeps the run's
         if checkpoint_every is not None:
-            spec = dict(spec, train=dict(spec["train"], checkpoint_every=checkpoint_every))  # likewise
-        lock = lock_run_folder(run_dir)  # before the checks: a run finishing now writes result.json
+            spec = dataclasses.replace(spec, train=dict(spec.train, checkpoint_every=checkpoint_every))  # likewise
+        folder.lock()  # before the checks: a run finishing now writes result.json
         try:
-            if (run_dir / "result.json").exists():
-                raise OfflineRLError(f"run {run_dir} has already finished (result.json exists)")
-            trainer = cls(run_dir, spec, log=log)
+            if folder.finished():
+                raise OfflineRLError(f"run {folder.path} has already finished (result.json exists)")
+            load_plugins(allowed)
+            trainer = cls(folder, spec, log=log)
             trainer.load_checkpoint()
         except BaseException:
-            lock.release()
+            folder.unlock()
             raise
-        trainer.lock = lock
+        trainer.holds_folder = True
         return trainer
 
     # ---- checkpoints ----------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
+        return self.folder.checkpoint_path
 
     def save_checkpoint(self) -> None:
-        state = {"step": self.step, "agent": self.agent.checkpoint_state(), "buffer": self.buffer.state_dict(),
-                 "history": self.history, "wall_clock": self.wall_clock, "phases": dict(self.clock.totals),
-                 "torch_rng": torch.get_rng_state(), "code_revisions": self.code_revisions,
-                 "dataset_fingerprint": self.dataset_fingerprint}
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
+        self.folder.save_checkpoint({
+            "step": self.step, "agent": self.agent.checkpoint_state(), "buffer": self.buffer.state_dict(),
+            "history": self.history, "wall_clock": self.wall_clock, "phases": dict(self.clock.totals),
+            "torch_rng": torch.get_rng_state(), "code_revisions": self.code_revisions,
+            "dataset_fingerprint": self.dataset_fingerprint})
 
     def load_checkpoint(self) -> None:
-        if not self.checkpoint_path.exists():
+        state = self.folder.load_checkpoint(map_location=self.device)
+        if state is None:
             self.log(f"no checkpoint in {self.run_dir}: starting from step 0")
             return
-        try:
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        except Exception as exc:
-            raise OfflineRLError(f"checkpoint {self.checkpoint_path} is corrupt: "
-                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-        started_on = state.get("dataset_fingerprint") if isinstance(state, dict) else None  # absent in checkpoints written before it was kept
+        started_on = state.get("dataset_fingerprint")  # absent in checkpoints written before it was kept
         if started_on is not None and started_on != self.dataset_fingerprint:
             raise OfflineRLError(f"{self.run_dir} was trained on other data than {self.dataset.name} holds now "
                                  f"(fingerprint {started_on[:12]}, now {self.dataset_fingerprint[:12]}); "
@@ -226,10 +224,10 @@ class Trainer:
             self.agent.load_checkpoint_state(state["agent"])
             self.buffer.load_state_dict(state["buffer"])
         except Exception as exc:
-            raise OfflineRLError(f"checkpoint {self.checkpoint_path} is corrupt or does not match the run: "
-                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-        self.step, self.history = state["step"], state["history"]
-        self.wall_clock = state["wall_clock"]
+            raise OfflineRLError(f"checkpoint {self.checkpoint_path} does not match the run: "
+                                 f"{_first_lines_that_say(exc)}") from None
+        self.step, self.history = int(state["step"]), list(state["history"])
+        self.wall_clock = float(state["wall_clock"])
         self.clock = PhaseClock(state.get("phases"))
         torch.set_rng_state(state["torch_rng"])
         self.code_revisions = list(state.get("code_revisions", self.code_revisions))
@@ -247,42 +245,50 @@ class Trainer:
             if bad.any():
                 seeds = [self.seeds[i] for i in np.flatnonzero(bad)] if len(val) == len(self.seeds) else "all"
                 kind = "NaN" if np.isnan(val).any() else "infinite"
+                last = (f"the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path.exists()
+                        else "no checkpoint was written")
                 raise DivergedError(f"{key} became {kind} at step {self.step:,} (seeds {seeds}): the run diverged; "
-                                    f"no score written. Last good checkpoint: {self.checkpoint_path}")
+                                    f"no score written; {last}")
         return values
 
     def evaluate(self, evaluator: Evaluator) -> dict:
         returns = evaluator.run(self.agent)  # [S, N]
         mean_returns = returns.mean(1)
         scores = self.dataset.normalized_score(mean_returns)
-        record = {"step": self.step, "returns": mean_returns.tolist(), "scores": np.asarray(scores).tolist()}
+        # Plain floats: the checkpoint holds the history and is loaded as data only (no numpy scalars).
+        record = {"step": self.step, "returns": [float(r) for r in mean_returns],
+                  "scores": [float(s) for s in np.asarray(scores).reshape(-1)]}
         self.history.append(record)
-        lines = ["step,seed,mean_return,normalized_score"]
-        for rec in self.history:
-            for seed, ret, sc in zip(self.seeds, rec["returns"], rec["scores"]):
-                lines.append(f"{rec['step']},{seed},{ret:.6g},{sc:.6g}")
-        write_text_atomic(self.run_dir / "eval.csv", "\n".join(lines) + "\n")
+        self.folder.write_evaluations(self.seeds, self.history)
         return record
 
     def fit(self, stop_at: int | None = None) -> list[dict] | None:
-        """Train to `train.steps`. `stop_at` stops early (as a kill would) and returns None; else result rows.
-        The run folder stays locked until the rows and result.json are written."""
-        if self.lock is not None:
-            lock_run_folder(self.run_dir, self.lock)  # again, if an earlier fit() released it; a no-op while held
+        """Train to `train.steps`, then finish. `stop_at` stops early (as a kill would) and returns None; else
+        the result rows. The run folder stays locked until the rows and result.json are written."""
+        if self.holds_folder:
+            self.folder.lock()  # again, if an earlier fit() released it; a no-op while held
         try:
-            return self._fit(stop_at)
+            if self.step < self.train_cfg.steps:
+                try:
+                    self._train(stop_at)
+                except DivergedError as exc:
+                    self.folder.record_divergence(str(exc))
+                    raise
+                if self.step < self.train_cfg.steps:
+                    return None
+            return self.finish()
         finally:
-            if self.lock is not None:
-                self.lock.release()
+            if self.holds_folder:
+                self.folder.unlock()
 
-    def _fit(self, stop_at: int | None) -> list[dict] | None:
+    def _train(self, stop_at: int | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
         tc = self.train_cfg
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
         evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device)
-        bar = tqdm(total=tc.steps, initial=self.step, desc=f"{self.spec['agent']} {self.spec['dataset']}",
+        bar = tqdm(total=tc.steps, initial=self.step, desc=f"{self.spec.agent} {self.spec.dataset}",
                    unit="upd", dynamic_ncols=True, mininterval=1.0, disable=None)
         session_start, train_time_start = time.perf_counter(), self.clock.totals["train"]
         steps_start = self.step
@@ -302,7 +308,7 @@ class Trainer:
             with StopSignals() as stop:
                 while self.step < tc.steps:
                     if stop_at is not None and self.step >= stop_at:
-                        return None
+                        return
                     if stop.requested:  # SIGINT/SIGTERM arrived during the last step: keep it, then end
                         if saved_at != self.step:
                             checkpoint()
@@ -339,20 +345,21 @@ class Trainer:
             writer.close()
             evaluator.close()
         self.wall_clock += time.perf_counter() - session_start
-        train_time = self.clock.totals["train"] - train_time_start
-        ups = (self.step - steps_start) / train_time if train_time > 0 else float("nan")
-        return self.finish(ups)
 
-    def finish(self, updates_per_s: float) -> list[dict]:
-        from offrl import results
+    # ---- finishing ------------------------------------------------------------------------------
+    def updates_per_s(self) -> float:
+        """Updates per second over all the run's sessions: its steps over its recorded train time."""
+        train_time = self.clock.totals["train"]
+        return self.step / train_time if train_time > 0 else 0.0
 
-        final, best = self.history[-1], None
+    def result_rows(self) -> list[dict]:
+        """One row per seed from what the run recorded: the evaluation history, steps and times."""
+        final = self.history[-1]
         rows = []
         for i, seed in enumerate(self.seeds):
-            best_i = max(range(len(self.history)), key=lambda k: self.history[k]["scores"][i])
-            best = self.history[best_i]
+            best = max(self.history, key=lambda rec: rec["scores"][i])
             rows.append(dict(
-                date=dt.datetime.now().isoformat(timespec="seconds"), agent=self.spec["agent"],
+                date=dt.datetime.now().isoformat(timespec="seconds"), agent=self.spec.agent,
                 agent_version=code_range(self.code_revisions), dataset=self.dataset.name,
                 dataset_source=self.dataset.source, dataset_version=self.dataset.version, seed=seed,
                 steps=self.step, eval_every=self.train_cfg.eval_every, eval_episodes=self.train_cfg.eval_episodes,
@@ -360,33 +367,46 @@ class Trainer:
                 best_return=best["returns"][i], ref_min_score=self.dataset.ref_min_score,
                 ref_max_score=self.dataset.ref_max_score, config_hash=cfg.config_hash(self.agent_cfg),
                 device=str(self.device), hardware=hardware(self.device), torch_version=torch.__version__,
-                wall_clock_s=round(self.wall_clock, 1), updates_per_s=round(updates_per_s, 2),
+                wall_clock_s=round(self.wall_clock, 1), updates_per_s=round(self.updates_per_s(), 2),
                 run_dir=str(self.run_dir)))
-        results.append_rows(self.spec["results"], rows)
-        write_text_atomic(self.run_dir / "result.json", json.dumps(rows, indent=2))
+        return rows
+
+    def finish(self) -> list[dict]:
+        """Record the result of a run whose training is complete: rows not yet in the results table, then
+        result.json. Safe to repeat (a kill between the two, an unwritable table fixed since)."""
+        if self.step < self.train_cfg.steps or not self.history:
+            raise OfflineRLError(f"run {self.run_dir} is at step {self.step:,} of {self.train_cfg.steps:,}: resume "
+                                 f"it with offrl run --resume {self.run_dir}")
+        rows = self.result_rows()
+        try:
+            appended = self.folder.record_result(rows, self.spec.results)
+        except (OSError, ValueError) as exc:
+            raise OfflineRLError(f"could not record the result of {self.run_dir} in {self.spec.results} "
+                                 f"({type(exc).__name__}: {exc}); fix it and finish with offrl run --resume "
+                                 f"{self.run_dir}") from None
+        ups = self.updates_per_s()
         scores = np.array([r["final_score"] for r in rows])
-        self.log(f"{self.spec['agent']} on {self.dataset.name}: normalised score {scores.mean():.1f} ± "
+        self.log(f"{self.spec.agent} on {self.dataset.name}: normalised score {scores.mean():.1f} ± "
                  f"{scores.std():.1f} over seeds {self.seeds} after {self.step:,} updates "
-                 f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {updates_per_s:.0f} updates/s "
-                 f"({updates_per_s * len(self.seeds):.0f} seed-updates/s, {self.train_step.mode}); wall-clock "
+                 f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {ups:.0f} updates/s "
+                 f"({ups * len(self.seeds):.0f} seed-updates/s, {self.train_step.mode}); wall-clock "
                  f"{self.wall_clock:.0f}s")
-        self.log(f"time: {self.clock.shares()}; rows appended to {self.spec['results']}")
+        already = len(rows) - appended
+        self.log(f"time: {self.clock.shares()}; rows appended to {self.spec.results}"
+                 + (f" ({already} already there, not appended again)" if already else ""))
         return rows
 
 
-def lock_run_folder(run_dir: Path, lock: FileLock | None = None) -> FileLock:
-    """The run folder's lock (`lock`, or a new one) acquired, or a one-line error if another process holds it."""
-    try:
-        return (lock or FileLock(Path(run_dir) / ".lock")).acquire()
-    except Locked as holder:
-        raise OfflineRLError(f"run folder {run_dir} is in use by {holder}: wait for it to finish or stop it "
-                             "first") from None
+def check_data_folder() -> None:
+    """One line if the data folder ($OFFRL_DATA_DIR) exists but is not a folder."""
+    root = data_root()
+    if root.exists() and not root.is_dir():
+        raise OfflineRLError(f"the data folder {root} ($OFFRL_DATA_DIR) is not a folder")
 
 
-def resolve_family(dataset: str) -> str:
-    """The environment family of a dataset name, for per-family agent defaults (hopper, halfcheetah, ...)."""
-    name = dataset.split(":", 1)[-1]
-    if "/" in name:  # minari ids: namespace/family/level-vN
-        parts = name.split("/")
-        return parts[1] if len(parts) > 2 else parts[0]
-    return name.split("-", 1)[0]
+def _first_lines_that_say(exc: Exception) -> str:
+    """An exception's first line, and the first line that gives sizes (load_state_dict lists them below)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    said = [lines[0]] if lines else []
+    said += [line for line in lines[1:] if "size mismatch" in line][:1]
+    return f"{type(exc).__name__}: {' '.join(said)}"

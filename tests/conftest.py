@@ -50,21 +50,14 @@ def evaluate_policy(agent, dataset, episodes: int = 20) -> np.ndarray:
 
 
 def train_agent(name: str, dataset, steps: int, seeds=(0,), compile_mode: str = "eager", **overrides):
-    """Build agent `name` (Config defaults + overrides), prepare it on `dataset`, and run `steps` updates
-    (in `compile_mode`, see offrl/compile.py)."""
+    """Build agent `name` (Config defaults + overrides) through the runs' builder, prepare it on `dataset`,
+    and run `steps` updates (in `compile_mode`, see offrl/compile.py)."""
     from offrl import config as cfg
     from offrl import registry
-    from offrl.compile import UpdateRunner
-    from offrl.replay import TransitionBuffer
+    from offrl.build import build_run
 
-    info = registry.get(name)
-    config = cfg.apply(info.config_cls(), overrides)
-    agent = registry.make(name, dataset.spec, config, list(seeds), "cpu")
-    agent.total_steps = steps
-    agent.prepare(dataset, cache=None)
-    buffer = TransitionBuffer(dataset, list(seeds), config.batch_size,
-                              extras=dataset.extras_for(agent.extras, config))
-    train_step = UpdateRunner(agent, buffer, compile_mode, "cpu")
+    config = cfg.apply(registry.get(name).config_cls(), overrides)
+    parts = build_run(name, dataset, config, list(seeds), "cpu", compile_mode, total_steps=steps)
     for step in range(1, steps + 1):
-        train_step(step)
-    return agent
+        parts.train_step(step)
+    return parts.agent

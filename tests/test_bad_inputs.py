@@ -280,13 +280,7 @@ def test_the_battery_is_large_and_distinct():
     assert len({tuple(c[1]) + tuple(c[3:]) for c in CASES}) == len(CASES)
 
 
-# run.yaml of the wrong shape: the typed run.yaml loader of the trainer's rework turns these into one line.
-NEEDS_RUN_SPEC_LOADER = {"resume-yaml-list", "resume-yaml-no-train"}
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(reason="needs the typed run.yaml loader", strict=False))
-    if c[0] in NEEDS_RUN_SPEC_LOADER else c for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_a_bad_input_gets_one_line_and_changes_nothing(case, workspace, monkeypatch):
     name, argv, word, *env = case
     ws = str(workspace)

@@ -6,7 +6,8 @@ import torch
 from click.testing import CliRunner
 from test_trainer import _start
 
-from offrl.bench import build, run_checkpoint
+from offrl.bench import run_checkpoint
+from offrl.build import agent_config, build_run
 from offrl.cli import main
 
 
@@ -14,13 +15,13 @@ def test_bench_from_a_run_times_its_trained_agent(tmp_path, data_dir):
     trainer = _start(tmp_path, "trained", steps=300, seeds=(0, 1))
     trainer.fit(stop_at=150)  # checkpoint at step 100
     spec, checkpoint = run_checkpoint(trainer.run_dir)
-    assert checkpoint["step"] == 100 and spec["agent"] == "td3bc"
+    assert checkpoint["step"] == 100 and spec.agent == "td3bc"
 
-    agent, _ = build("td3bc", trainer.dataset, 2, "cpu", overrides=spec["agent_config"], log=lambda m: None,
-                     agent_state=checkpoint["agent"])
+    config = agent_config("td3bc", trainer.dataset, overrides=spec.agent_config)
+    agent = build_run("td3bc", trainer.dataset, config, [0, 1], agent_state=checkpoint["agent"], log=lambda m: None).agent
     saved = checkpoint["agent"]["modules"]
     assert all(torch.equal(v, saved[k]) for k, v in agent.state_dict().items())
-    fresh, _ = build("td3bc", trainer.dataset, 2, "cpu", overrides=spec["agent_config"], log=lambda m: None)
+    fresh = build_run("td3bc", trainer.dataset, config, [0, 1], log=lambda m: None).agent
     assert not torch.equal(next(fresh.actor.parameters()), next(agent.actor.parameters()))  # trained != initial
 
     other = _start(tmp_path, "bc", steps=300, seeds=(0,), agent="bc", overrides={"hidden": [32, 32]})

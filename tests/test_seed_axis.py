@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from offrl import registry
+from offrl.agents.bc import BC, Config as BCConfig
+from offrl.registry import register_agent
 from conftest import train_agent
 
 # Small networks; for agents with a dynamics stage, a small model fitted for a few epochs. Each agent gets
@@ -44,3 +46,41 @@ def test_seeds_trained_together_match_seeds_trained_alone(name, pointmass, monke
                 torch.testing.assert_close(both[key], value, msg=key)
             else:  # measured: at most 1.8e-7 apart (reductions over [S, ...] round a little differently)
                 torch.testing.assert_close(both[key][i:i + 1], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+class _OneSeedBC(BC):
+    """BC as a method that cannot batch seeds: it refuses a batch of more than one seed."""
+    seed_axis = False
+
+    def update(self, batch, step):
+        assert batch["observations"].shape[0] == 1 and self.num_seeds == 1
+        return super().update(batch, step)
+
+
+register_agent("test-one-seed-bc", _OneSeedBC, BCConfig)
+
+
+def test_an_agent_without_a_seed_axis_trains_its_seeds_one_after_another(pointmass):
+    ds = pointmass("medium", 20_000)
+    both = train_agent("test-one-seed-bc", ds, 50, seeds=(0, 1), hidden=[32, 32])
+    for i, seed in enumerate((0, 1)):
+        alone = train_agent("test-one-seed-bc", ds, 50, seeds=(seed,), hidden=[32, 32])
+        for key, value in alone.state_dict().items():
+            if key == "noise.keys":  # the wrapper's own stream (unused), keyed by its seed set
+                continue
+            torch.testing.assert_close(both.state_dict()[key.replace("members.0.", f"members.{i}.", 1)], value,
+                                       rtol=0, atol=0, msg=key)
+    obs = torch.as_tensor(ds.observations[:8]).expand(2, 8, -1)
+    acts = both.act(obs)
+    assert acts.shape == (2, 8, ds.spec.act_dim) and not torch.equal(acts[0], acts[1])
+
+
+def test_an_agent_without_a_seed_axis_runs_through_the_trainer_and_resumes(tmp_path, data_dir):
+    from test_trainer import _start
+
+    full = _start(tmp_path, "full", steps=200, agent="test-one-seed-bc", overrides={"hidden": [32, 32]}).fit()
+    killed = _start(tmp_path, "killed", steps=200, agent="test-one-seed-bc", overrides={"hidden": [32, 32]})
+    killed.fit(stop_at=150)
+    from offrl.trainer import Trainer
+    rows = Trainer.resume(killed.run_dir, log=lambda m: None).fit()
+    assert [r["final_score"] for r in rows] == [r["final_score"] for r in full] and len(rows) == 2

@@ -174,7 +174,7 @@ def test_resume_with_another_thread_count_keeps_the_run_yaml(tmp_path, data_dir)
 
 def test_run_resumed_under_newer_code_records_both_revisions(tmp_path, data_dir, monkeypatch):
     changed, same = _start(tmp_path, "revs", steps=200), _start(tmp_path, "same", steps=200)
-    started_at = changed.spec["git_revision"]
+    started_at = changed.spec.git_revision
     changed.fit(stop_at=150)
     same.fit(stop_at=150)
     monkeypatch.setattr("offrl.trainer.git_revision", lambda: "f00dcafe")
@@ -210,7 +210,7 @@ def test_sigterm_stops_a_run_after_the_update_with_a_checkpoint_and_it_resumes_t
         stopped.fit()
     assert info.value.exit_code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
-    assert torch.load(stopped.checkpoint_path, weights_only=False)["step"] == 170  # no update lost
+    assert torch.load(stopped.checkpoint_path, weights_only=True)["step"] == 170  # no update lost
     assert not (tmp_path / "stopped").exists()  # no score written
     monkeypatch.undo()
     resumed = Trainer.resume(stopped.run_dir, log=lambda m: None)
@@ -248,7 +248,7 @@ def test_resume_with_another_checkpoint_interval_for_this_session_only(tmp_path,
     killed.fit(stop_at=150)
     again = Trainer.resume(killed.run_dir, log=lambda m: None, checkpoint_every=30)
     assert again.fit(stop_at=170) is None
-    assert torch.load(again.checkpoint_path, weights_only=False)["step"] == 150
+    assert torch.load(again.checkpoint_path, weights_only=True)["step"] == 150
     assert "checkpoint_every: 100" in (killed.run_dir / "run.yaml").read_text()
 
 

@@ -145,7 +145,8 @@ def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, wo
                              rewards=np.asarray(e["rewards"], np.float64), terminations=e["terminations"],
                              truncations=e["truncations"], infos={}) for i, e in enumerate(episodes)]
     minari_store().mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(dir=minari_store(), prefix=".build-"))
+    remove_stale_builds(dataset_id)
+    tmp_root = Path(tempfile.mkdtemp(dir=minari_store(), prefix=f".build-{dataset_id.replace('/', '_')}-"))
     try:
         with minari_root(tmp_root):
             import warnings
@@ -173,6 +174,15 @@ def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, wo
         shutil.rmtree(tmp_root, ignore_errors=True)
     log(f"built {dataset_id} in {time.time() - t0:.1f}s: {len(episodes)} episodes, behaviour return "
         f"{provenance['behaviour_return']:.1f} (normalised {provenance['behaviour_normalized_return']:.1f})")
+
+
+def remove_stale_builds(dataset_id: str) -> None:
+    """Remove the temporary build folders of `dataset_id` that killed builds left. Called with the dataset's
+    lock held, so no live process is building it: a folder named for it, or (named before builds carried the
+    id) holding it, is a leftover. Folders of other datasets are left alone."""
+    for tmp in minari_store().glob(".build-*"):
+        if tmp.is_dir() and (tmp.name.startswith(f".build-{dataset_id.replace('/', '_')}-") or (tmp / dataset_id).exists()):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def behaviour_returns(episodes: list[dict], max_steps: int | None, ref_min: float, ref_max: float) -> dict:
