@@ -224,10 +224,11 @@ def check_config(c: SACConfig) -> None:
         raise OfflineRLError(f"actor_reduction must be one of {', '.join(ACTOR_REDUCTIONS)}, got {c.actor_reduction!r}")
     if c.num_critics < 1:
         raise OfflineRLError(f"num_critics must be at least 1, got {c.num_critics}")
-    if c.target_reduction == "subset_min" and not 1 <= c.target_subset <= (
-            c.target_subset if c.subset_with_replacement else c.num_critics):
-        raise OfflineRLError(f"target_subset must be between 1 and num_critics ({c.num_critics}) when drawn "
-                             f"without replacement, got {c.target_subset}")
+    if c.target_reduction == "subset_min":
+        most = c.target_subset if c.subset_with_replacement else c.num_critics  # with replacement: any size
+        if not 1 <= c.target_subset <= most:
+            raise OfflineRLError(f"target_subset must be between 1 and num_critics ({c.num_critics}) when drawn "
+                                 f"without replacement, got {c.target_subset}")
     if c.utd < 1 or c.batch_size % c.utd:
         raise OfflineRLError(f"utd must be a positive divisor of batch_size ({c.batch_size}), got {c.utd}")
     if c.max_target_actions < 1:

@@ -31,7 +31,9 @@ def test_sacn_learns_pointmass(pointmass):
 
 def test_edac_learns_pointmass(pointmass):
     ds = pointmass("medium", 20_000)
-    agent = train_agent("edac", ds, 2_000, hidden=[64, 64], num_critics=4)
+    # The diversity term makes the min over members more conservative, so EDAC needs more updates than SAC-N
+    # here: observed about 47 after 2,000 and about 76 after 3,000.
+    agent = train_agent("edac", ds, 3_000, hidden=[64, 64], num_critics=4)
     score = evaluate_policy(agent, ds)
     assert score.mean() > 60, score
 
