@@ -2,7 +2,8 @@
 
 Q(s, a) for all members is one batched matmul chain over weights [S, E, in, out]. Inputs are [S, B, d]
 (the same batch for every member) or [S, E, B, d] (a batch per member). Outputs are [S, E, B].
-Reducers combine members: min (TD3, SAC, CQL), mean, or the min over a random subset (REDQ-style).
+Reducers combine members: min (TD3, SAC, CQL), mean, or the min over a random subset drawn without
+replacement (REDQ) or with it (WSRL).
 """
 from __future__ import annotations
 
@@ -60,11 +61,12 @@ class CriticWithTarget(nn.Module):
 
 
 def reduce_members(q: torch.Tensor, how: str = "min", subset: int | None = None,
-                   streams: SeedStreams | None = None) -> torch.Tensor:
-    """Combine the member axis of q [S, E, B] into [S, B].
+                   streams: SeedStreams | None = None, replace: bool = False) -> torch.Tensor:
+    """Combine the member axis of q [S, E, ...] into [S, ...].
 
-    how: "min", "mean", or "subset_min" (min over `subset` members drawn per seed and step, REDQ-style;
-    needs `streams`).
+    how: "min", "mean", or "subset_min": the min over `subset` members drawn per seed and call from
+    `streams`, without replacement (REDQ: a random permutation's first `subset`) or, with `replace=True`,
+    with replacement (WSRL's `jax.random.randint` draw, where one member may be picked twice).
     """
     if how == "min":
         return q.min(dim=1).values
@@ -73,8 +75,10 @@ def reduce_members(q: torch.Tensor, how: str = "min", subset: int | None = None,
     if how == "subset_min":
         if streams is None or subset is None:
             raise ValueError("subset_min needs `subset` and `streams`")
-        # A random permutation per seed: argsort of uniform keys; take the first `subset` members.
-        order = streams.uniform(q.shape[1]).argsort(dim=1)[:, :subset]  # [S, subset]
-        picked = torch.gather(q, 1, order[:, :, None].expand(-1, -1, q.shape[2]))
-        return picked.min(dim=1).values
+        if replace:
+            picks = streams.randint(q.shape[1], subset)  # [S, subset]
+        else:  # argsort of uniform keys is a random permutation per seed
+            picks = streams.uniform(q.shape[1]).argsort(dim=1)[:, :subset]
+        picks = picks.view(*picks.shape, *([1] * (q.dim() - 2))).expand(-1, -1, *q.shape[2:])
+        return torch.gather(q, 1, picks).min(dim=1).values
     raise ValueError(f"unknown reducer {how!r}: use min, mean or subset_min")

@@ -5,6 +5,9 @@ batched matmul then trains S seeds (and E members) at once, which is what makes 
 (design.md §4). Initialisation draws each seed's slice from a generator keyed by (seed, parameter name),
 so a seed's initial weights do not depend on which other seeds share the process.
 
+LayerNorm is stacked the same way (`StackedLayerNorm`): each row is normalised on its own and the affine
+parameters are [*lead, 1, d], so no seed or member shares a scale or shift with another.
+
 Heads: deterministic tanh (TD3), tanh-Gaussian (SAC, CQL) and Gaussian with a state-independent std (IQL).
 """
 from __future__ import annotations
@@ -46,11 +49,30 @@ class StackedLinear(nn.Module):
         return torch.matmul(x, self.weight) + self.bias  # x broadcasts over some lead axes (ensemble members)
 
 
+class StackedLayerNorm(nn.Module):
+    """LayerNorm over the last axis with an affine pair per seed and member: weight, bias [*lead, 1, d].
+
+    nn.LayerNorm(d) would hold one pair for every seed and member: seeds trained together would then share
+    it and no longer equal seeds trained alone (design.md §4).
+    """
+
+    def __init__(self, lead: Sequence[int], features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(*tuple(lead), 1, features))
+        self.bias = nn.Parameter(torch.zeros(*tuple(lead), 1, features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.layer_norm(x, x.shape[-1:], eps=self.eps)
+        return torch.addcmul(self.bias, x, self.weight)
+
+
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
 
 class MLP(nn.Module):
-    """Stacked MLP: [*lead, B, in] -> [*lead, B, out]. `layer_norm` adds LayerNorm after each hidden layer."""
+    """Stacked MLP: [*lead, B, in] -> [*lead, B, out]. `layer_norm` adds a StackedLayerNorm after each hidden
+    layer's Linear, before its activation (WSRL's order: Dense -> LayerNorm -> activation)."""
 
     def __init__(self, lead: Sequence[int], in_dim: int, hidden: Sequence[int], out_dim: int,
                  activation: str = "relu", layer_norm: bool = False):
@@ -61,7 +83,7 @@ class MLP(nn.Module):
             layers.append(StackedLinear(lead, a, b))
             if i < len(dims) - 2:
                 if layer_norm:
-                    layers.append(nn.LayerNorm(b))
+                    layers.append(StackedLayerNorm(lead, b))
                 layers.append(ACTIVATIONS[activation]())
         self.net = nn.Sequential(*layers)
 
@@ -113,12 +135,16 @@ class DeterministicActor(nn.Module):
 
 
 class TanhGaussianActor(nn.Module):
-    """SAC's squashed Gaussian: u ~ N(mu(s), sigma(s)), a = scale(tanh(u)), with the tanh log-det correction."""
+    """SAC's squashed Gaussian: u ~ N(mu(s), sigma(s)), a = scale(tanh(u)), with the tanh log-det correction.
+
+    log sigma is clamped to [log_std_min, log_std_max]: [-20, 2] as CORL's SAC and CQL, [-5, 2] as the EDAC
+    paper, CORL's SAC-N/EDAC and OfflineRL-Kit (MOPO, MOBILE, COCOA).
+    """
 
     def __init__(self, seeds, obs_dim, act_dim, hidden, low, high, log_std_min=-20.0, log_std_max=2.0,
-                 tag="actor"):
+                 tag="actor", layer_norm: bool = False):
         super().__init__()
-        self.net = init_seeded(MLP((len(seeds),), obs_dim, hidden, 2 * act_dim), seeds, tag)
+        self.net = init_seeded(MLP((len(seeds),), obs_dim, hidden, 2 * act_dim, layer_norm=layer_norm), seeds, tag)
         self.scaler = ActionScaler(low, high)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
@@ -194,5 +220,5 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         torch._foreach_lerp_(t, s, tau)
 
 
-__all__ = ["StackedLinear", "MLP", "init_seeded", "ActionScaler", "DeterministicActor", "TanhGaussianActor",
-           "GaussianActor", "ObsNormalizer", "soft_update"]
+__all__ = ["StackedLinear", "StackedLayerNorm", "MLP", "init_seeded", "ActionScaler", "DeterministicActor",
+           "TanhGaussianActor", "GaussianActor", "ObsNormalizer", "soft_update"]

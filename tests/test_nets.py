@@ -4,7 +4,7 @@ import math
 import torch
 
 from offrl.critics import EnsembleCritic, reduce_members
-from offrl.nets import GaussianActor, TanhGaussianActor
+from offrl.nets import MLP, GaussianActor, StackedLayerNorm, TanhGaussianActor, init_seeded
 from offrl.rng import SeedStreams
 
 
@@ -48,3 +48,33 @@ def test_gaussian_actor_log_prob_is_the_normal_density():
     mean = actor.mean(obs)
     expected = 2 * (-0.5 * math.log(2 * math.pi))  # at the mean with std 1
     torch.testing.assert_close(actor.log_prob(obs, mean), torch.full((2, 5), expected))
+
+
+def test_reducer_draws_with_and_without_replacement():
+    """Min over 2 of 3 members: without replacement the largest member can never be the min; with
+    replacement it is whenever it is drawn twice (1/9 of draws)."""
+    q = torch.tensor([[[1.0], [2.0], [3.0]]])  # [S=1, E=3, B=1]
+    streams = SeedStreams([0], "r")
+    without = {reduce_members(q, "subset_min", 2, streams).item() for _ in range(200)}
+    with_ = [reduce_members(q, "subset_min", 2, streams, replace=True).item() for _ in range(200)]
+    assert without == {1.0, 2.0}
+    assert set(with_) == {1.0, 2.0, 3.0}
+    assert 5 < with_.count(3.0) < 45  # about 200 / 9
+
+
+def test_stacked_layer_norm_normalises_rows_and_keeps_seeds_apart():
+    ln = StackedLayerNorm((2, 3), 4)  # 2 seeds, 3 members
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = torch.randn(2, 3, 5, 4)
+    expected = torch.nn.functional.layer_norm(x, (4,)) * ln.weight + ln.bias
+    torch.testing.assert_close(ln(x), expected)
+
+    mlp = init_seeded(MLP((2,), 3, [8, 8], 1, layer_norm=True), [0, 1], "t")  # StackedLinear starts empty
+    norms = [m for m in mlp.modules() if isinstance(m, StackedLayerNorm)]
+    assert len(norms) == 2 and all(m.weight.shape == (2, 1, 8) for m in norms)
+    mlp(torch.randn(2, 6, 3))[1].sum().backward()  # seed 1's loss only
+    for m in norms:
+        assert (m.weight.grad[0] == 0).all() and (m.bias.grad[0] == 0).all()
+        assert (m.weight.grad[1] != 0).any() and (m.bias.grad[1] != 0).any()

@@ -36,6 +36,22 @@ def test_seeds_trained_together_match_seeds_trained_alone(name, pointmass, monke
     ds = pointmass("medium", 20_000)
     fields = {f for f in registry.get(name).config_cls.__dataclass_fields__}
     overrides = {k: v for k, v in SMALL.items() if k in fields}
+    assert_seeds_independent(name, ds, overrides)
+
+
+# LayerNorm in critics and actor, and every random path of the SAC family: a subset drawn with replacement,
+# the max-target backup's n next actions, and two critic steps per update on disjoint slices.
+SAC_OPTIONS = {"hidden": [32, 32], "num_critics": 5, "critic_layer_norm": True, "actor_layer_norm": True,
+               "target_reduction": "subset_min", "subset_with_replacement": True, "max_target_backup": True,
+               "max_target_actions": 4, "utd": 2}
+
+
+def test_layer_norm_and_sac_options_keep_seeds_apart(pointmass, monkeypatch):
+    monkeypatch.setattr(torch.optim, "Adam", _position_independent_adam)
+    assert_seeds_independent("sacn", pointmass("medium", 20_000), SAC_OPTIONS)
+
+
+def assert_seeds_independent(name, ds, overrides):
     both = train_agent(name, ds, 200, seeds=(0, 1), **overrides).state_dict()
     for i, seed in enumerate((0, 1)):
         alone = train_agent(name, ds, 200, seeds=(seed,), **overrides).state_dict()
