@@ -56,7 +56,10 @@ class ModelRolloutBuffer(nn.Module):
         """Defaults are OfflineRL-Kit's (run_mopo.py / run_mobile.py): --rollout-batch-size 50000,
         --rollout-freq 1000, --model-retain-epochs 5, --real-ratio 0.05; rollout_length is per dataset.
         capacity defaults to rollout_batch * rollout_length * retain_rounds, as there. `chunk` rolls out that
-        many start states per seed at a time (less memory; other random numbers, the same distribution)."""
+        many start states per seed at a time: the model's activations are [E, S * chunk, hidden], so it bounds
+        a rollout's memory, and on a CPU a few thousand rows are faster than 50,000 (blocks that small are
+        reused by the allocator instead of being mapped afresh); other random numbers, the same distribution.
+        None = all at once (fewest ops, for a GPU and for compiling)."""
         super().__init__()
         for name, value in dict(rollout_batch=rollout_batch, rollout_length=rollout_length,
                                 rollout_freq=rollout_freq, retain_rounds=retain_rounds).items():
