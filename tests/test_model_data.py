@@ -227,7 +227,8 @@ class RolloutAgent(Agent):
     def update(self, batch, step):
         metrics = {}
         if self.model_data.due(step):
-            metrics = self.model_data.rollout(self.dynamics, lambda o: self.act(o) + 0.1 * self.noise.normal(*o.shape[1:-1], 2))
+            noisy = lambda o: self.act(o) + 0.1 * self.noise.normal(*o.shape[1:-1], 2)  # noqa: E731
+            metrics = self.model_data.rollout(self.dynamics, noisy)
         batch = self.model_data.mix(batch)
         loss = (self.act(batch["observations"]) - batch["actions"]).pow(2).mean((1, 2)).sum()
         self.opt.zero_grad()
