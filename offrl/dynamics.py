@@ -80,7 +80,16 @@ STAGE_NAMES = {"forward": "dynamics", "reverse": "reverse_dynamics"}
 
 @dataclass
 class DynamicsConfig:
-    """Defaults are OfflineRL-Kit's MOPO/MOBILE settings, which COCOA's stage A uses unchanged."""
+    """Defaults are OfflineRL-Kit's MOPO/MOBILE settings, which COCOA's stage A uses unchanged.
+
+    The cache key of a fit is this config (offrl/cache.py hashes every field), so agents share a model
+    exactly when their configs are equal: MOPO, COCOA's four variants and MOBILE as COCOA runs it (with
+    the model of stage A) all use `DynamicsConfig()` and one fit per dataset. OfflineRL-Kit's own
+    `run_mobile.py` caps its fit at 30 epochs (`--dynamics-max-epochs 30`; its `run_mopo.py` has no cap,
+    and the MOBILE repository's default is none): `offlinerlkit_mobile()` is that config, a second entry.
+    Numbers are stored as their field's type, so `lr=1` and `lr=1.0` name the same entry. An agent that
+    exposes model settings names them `dynamics_<field>` in its config and builds the model's config with
+    `from_agent_config`, so equal settings give equal keys."""
     members: int = 7                       # ensemble size E (OfflineRL-Kit --n-ensemble 7)
     elites: int = 5                        # members used to predict: lowest hold-out MSE (--n-elites 5)
     hidden: tuple[int, ...] = (200, 200, 200, 200)  # hidden widths, Swish activations (--dynamics-hidden-dims)
@@ -104,6 +113,15 @@ class DynamicsConfig:
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
         self.weight_decays = tuple(float(w) for w in self.weight_decays)
+        # The cache hashes the values as JSON, where 1 and 1.0 differ: store each number as its field's type.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if f.type in ("float", float):
+                setattr(self, f.name, float(value))
+            elif f.type in ("int", int, "int | None") and float(value).is_integer():
+                setattr(self, f.name, int(value))
         if self.direction not in DIRECTIONS:
             raise OfflineRLError(f"dynamics direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if self.max_updates is not None and self.max_updates < 1:
@@ -118,6 +136,18 @@ class DynamicsConfig:
     def cocoa_reverse(cls, **overrides) -> "DynamicsConfig":
         """COCOA's reverse model (stage B): no reward head, 10 % hold-out (run_anchor_seeker.py defaults)."""
         return cls(**{**dict(direction="reverse", predict_reward=False, holdout_ratio=0.1), **overrides})
+
+    @classmethod
+    def offlinerlkit_mobile(cls, **overrides) -> "DynamicsConfig":
+        """OfflineRL-Kit's MOBILE fit (run_mobile.py): the same model, trained for at most 30 epochs."""
+        return cls(**{**dict(max_epochs=30), **overrides})
+
+    @classmethod
+    def from_agent_config(cls, config, base: "DynamicsConfig | None" = None) -> "DynamicsConfig":
+        """`base` (default: `DynamicsConfig()`) with every field the agent's config sets as `dynamics_<field>`
+        (`dynamics_max_epochs`, `dynamics_hidden`, ...); fields it does not name keep base's values."""
+        names = [f.name for f in dataclasses.fields(cls) if hasattr(config, f"dynamics_{f.name}")]
+        return dataclasses.replace(base or cls(), **{n: getattr(config, f"dynamics_{n}") for n in names})
 
     @property
     def stage(self) -> str:
@@ -303,7 +333,9 @@ class EnsembleDynamics(nn.Module):
 
     @torch.no_grad()
     def rollout(self, policy_fn: Callable[[torch.Tensor], torch.Tensor], start_obs: torch.Tensor, horizon: int,
-                deterministic: bool = False, streams: SeedStreams | None = None) -> dict[str, torch.Tensor]:
+                deterministic: bool = False, streams: SeedStreams | None = None,
+                penalty_fn: Callable[[torch.Tensor, torch.Tensor, StepOutput], torch.Tensor] | None = None,
+                all_members: bool = True) -> dict[str, torch.Tensor]:
         """H model steps from start_obs [..., B, obs_dim] with actions policy_fn(obs [..., B, obs_dim]).
 
         Returns transitions stacked over steps, [..., H, B, ...]: observations, actions, rewards (if the
@@ -312,14 +344,19 @@ class EnsembleDynamics(nn.Module):
         the step that terminates is valid (terminal=True: do not bootstrap from its next state) and the
         steps after it are not. A reverse model's transitions are returned in forward-time order:
         observations = the predicted earlier state, next_observations = the state it was predicted from.
+        With `penalty_fn(obs, act, step_output) -> [..., B]` (MOPO's uncertainty) the result also holds
+        `penalties`, that function at every step. `all_members` is passed to `step` (False: every member's
+        mean and std are not computed, and on a CPU each row runs through its own member only).
         """
         obs = start_obs
         alive = torch.ones(obs.shape[:-1], dtype=torch.bool, device=obs.device)
-        keys = ("observations", "actions", "rewards", "next_observations", "terminals", "mask")
+        keys = ("observations", "actions", "rewards", "next_observations", "terminals", "mask", "penalties")
         out: dict[str, list] = {k: [] for k in keys}
         for _ in range(horizon):
             act = policy_fn(obs)
-            res = self.step(obs, act, deterministic=deterministic, streams=streams)
+            res = self.step(obs, act, deterministic=deterministic, streams=streams, all_members=all_members)
+            if penalty_fn is not None:
+                out["penalties"].append(penalty_fn(obs, act, res))
             forward = self.config.direction == "forward"
             out["observations"].append(obs if forward else res.next_obs)
             out["next_observations"].append(res.next_obs if forward else obs)

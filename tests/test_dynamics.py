@@ -6,6 +6,8 @@ well under a minute on one CPU thread; the training rule is the production one.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -207,6 +209,45 @@ def test_artifact_round_trip_and_cached_fit(random_data, forward, tmp_path):
     assert logs[-1].startswith("reused dynamics from ")
     torch.testing.assert_close(second.step(obs, act, deterministic=True).next_obs,
                                first.step(obs, act, deterministic=True).next_obs, rtol=0, atol=0)
+
+
+def test_agents_share_a_cached_model_exactly_when_their_model_configs_match(random_data, tmp_path):
+    """The cache key is the model config: an agent that names no model setting (COCOA) reuses the fit of one whose
+    `dynamics_*` fields equal the defaults (MOPO); a different cap (OfflineRL-Kit's MOBILE: 30 epochs) is another
+    entry. Numbers from YAML or --set (30.0, 1) name the same entry as their typed defaults."""
+    from dataclasses import dataclass
+
+    from offrl.cache import config_hash
+
+    @dataclass
+    class MopoLike:  # names its model settings as dynamics_<field>
+        dynamics_max_epochs: int | None = 2
+        dynamics_seed: int = 0
+
+    @dataclass
+    class CocoaLike:  # names none
+        actor_lr: float = 1e-4
+
+    base = small(hidden=(32, 32), max_epochs=2)
+    mopo = DynamicsConfig.from_agent_config(MopoLike(), base)
+    cocoa = DynamicsConfig.from_agent_config(CocoaLike(), base)
+    capped = DynamicsConfig.from_agent_config(MopoLike(dynamics_max_epochs=1), base)
+    assert mopo == cocoa == base and capped.max_epochs == 1
+    cache, logs = Cache(tmp_path), []
+    load_or_fit(random_data, mopo, cache=cache, log=logs.append)
+    load_or_fit(random_data, cocoa, cache=cache, log=logs.append)
+    assert logs[-1].startswith("reused dynamics from ")
+    load_or_fit(random_data, capped, cache=cache, log=logs.append)
+    assert logs[-1].startswith("built dynamics in ") and len(cache.list_entries()) == 2
+
+    mobile = DynamicsConfig.offlinerlkit_mobile()
+    assert mobile.max_epochs == 30 and dataclasses.replace(mobile, max_epochs=None) == DynamicsConfig()
+    assert config_hash(mobile) != config_hash(DynamicsConfig())
+    assert config_hash(DynamicsConfig(lr=1, max_epochs=30.0)) == config_hash(DynamicsConfig(lr=1.0, max_epochs=30))
+    assert isinstance(DynamicsConfig(max_holdout=1000.0).max_holdout, int)
+    # Every cached fit on every machine is found by this hash: a new field or default renames them all, and each
+    # dataset's model would be fitted again (hours on a CPU). Change the pin only on purpose.
+    assert config_hash(DynamicsConfig()) == "0d1ea0fe5aa2afb0c61b73aa2cc7bcc51b760520276b16c49be1a90ed7f8db3a"
 
 
 class Killed(Exception):
