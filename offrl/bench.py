@@ -2,8 +2,10 @@
 
 Timing covers whole steps (batch sampling + update, in the compile mode asked for: offrl/compile.py), after
 a warm-up that also pays for compiling, with a device synchronisation at the end of the timed window. FLOPs
-per update are counted by torch on the eager update (torch.utils.flop_counter, averaged over a few
-consecutive steps so that delayed actor updates count at their real rate); efficiency is the
+per update are counted on the eager update with torch's per-operator formulas (torch.utils.flop_counter's
+registry, through a dispatch mode without module hooks, which break updates that call autograd.grad, as
+EDAC's does), averaged over a few consecutive steps so that delayed actor updates count at their real
+rate; efficiency is the
 achieved GFLOP/s over this machine's measured float32 matmul GFLOP/s at the same thread count.
 Speed is measured here, never in tests.
 """
@@ -13,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from offrl.build import agent_config, build_run
 from offrl.cache import Cache
@@ -45,6 +48,22 @@ class BenchResult:
     @property
     def efficiency(self) -> float:
         return self.gflops / self.peak_gflops if self.peak_gflops else float("nan")
+
+
+class FlopCount(TorchDispatchMode):
+    """FLOPs of the operators run inside it (matmuls, convolutions, attention: what torch has formulas for)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def _sync(device: torch.device) -> None:
@@ -117,10 +136,10 @@ def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup
                       log=log)
     agent, buffer, train_step = parts.agent, parts.buffer, parts.train_step
     counted = 4  # covers the delayed-actor cycle of TD3-style agents
-    with FlopCounterMode(display=False) as counter:
+    with FlopCount() as counter:
         for step in range(1, counted + 1):
             agent.update(buffer.sample(), step)
-    gflop = counter.get_total_flops() / counted / 1e9
+    gflop = counter.total / counted / 1e9
     for step in range(step + 1, step + warmup + 1):
         train_step(step)
     _sync(device)

@@ -40,3 +40,15 @@ def test_bench_from_a_folder_without_checkpoint_is_one_line(tmp_path):
     out = CliRunner().invoke(main, ["bench", "--from", str(tmp_path)])
     assert out.exit_code == 2 and out.output.count("\n") == 1
     assert "cannot bench from" in out.output and "checkpoint.pt" in out.output
+
+
+def test_flops_are_counted_for_an_update_that_calls_autograd_grad(pointmass):
+    """EDAC's diversity term differentiates through autograd.grad; the FLOP count must not break it, and must
+    count the matmuls: a 2-layer critic ensemble's forward alone is at least 2·B·(in·h + h·h) per member."""
+    from offrl.bench import benchmark
+
+    result = benchmark("edac", pointmass("medium"), 1, steps=2, warmup=1, threads=1, peak=1.0, log=lambda m: None,
+                       overrides={"num_critics": 3, "hidden": [32, 32], "batch_size": 16})
+    spec = pointmass("medium").spec
+    assert result.gflop_per_update * 1e9 > 3 * 2 * 16 * ((spec.obs_dim + spec.act_dim) * 32 + 32 * 32)
+    assert result.updates_per_s > 0
