@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from offrl.config import NonNegativeFloat, PositiveInt
 from offrl.registry import register_agent
 from offrl.sac import SACAgent
 from offrl.agents.sacn import Config as SACNConfig
@@ -38,8 +39,8 @@ from offrl.agents.sacn import Config as SACNConfig
 
 @dataclass
 class Config(SACNConfig):
-    num_critics: int = 10  # N (CORL's default; per-family values below)
-    eta: float = 1.0  # η: weight of the gradient-diversity term (CORL's default)
+    num_critics: PositiveInt = 10  # N (CORL's default; per-family values below)
+    eta: NonNegativeFloat = 1.0  # η: weight of the gradient-diversity term (CORL's default)
 
 
 class EDAC(SACAgent):

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from offrl.config import PositiveFloat, PositiveInt, Widths
 from offrl.registry import register_agent
 from offrl.sac import SACAgent, SACConfig
 
 
 @dataclass
 class Config(SACConfig):
-    actor_lr: float = 3e-4  # Adam learning rate of the actor (CORL)
-    critic_lr: float = 3e-4  # Adam learning rate of the critic ensemble (CORL)
-    alpha_lr: float = 3e-4  # Adam learning rate of log α (CORL)
-    hidden: tuple[int, ...] = (256, 256, 256)  # hidden layer widths of actor and critics (CORL, EDAC paper)
-    num_critics: int = 10  # N (CORL's default; per-family values below)
+    actor_lr: PositiveFloat = 3e-4  # Adam learning rate of the actor (CORL)
+    critic_lr: PositiveFloat = 3e-4  # Adam learning rate of the critic ensemble (CORL)
+    alpha_lr: PositiveFloat = 3e-4  # Adam learning rate of log α (CORL)
+    hidden: Widths = (256, 256, 256)  # hidden layer widths of actor and critics (CORL, EDAC paper)
+    num_critics: PositiveInt = 10  # N (CORL's default; per-family values below)
     log_std_min: float = -5.0  # lower clamp of log σ (EDAC paper, CORL)
     log_std_max: float = 2.0  # upper clamp of log σ
 

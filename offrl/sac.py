@@ -24,47 +24,47 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from offrl.agent import Agent
+from offrl.config import Fraction, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic, reduce_members
 from offrl.errors import OfflineRLError
 from offrl.nets import ObsNormalizer, TanhGaussianActor
-from offrl.optim import adam
+from offrl.optim import adam, gradient_step
 from offrl.rng import SeedStreams
 
-TARGET_REDUCTIONS = ("min", "subset_min", "mean")
-ACTOR_REDUCTIONS = ("min", "mean")
 
 
 @dataclass
 class SACConfig:
     """Soft actor-critic's defaults (Haarnoja et al. 2018, arXiv 1812.05905): agents override them."""
-    actor_lr: float = 3e-4  # Adam learning rate of the actor
-    critic_lr: float = 3e-4  # Adam learning rate of the critic ensemble
-    alpha_lr: float = 3e-4  # Adam learning rate of log α
-    hidden: tuple[int, ...] = (256, 256)  # hidden layer widths of the critics
-    actor_hidden: tuple[int, ...] | None = None  # hidden layer widths of the actor; None: the same as hidden
+    actor_lr: PositiveFloat = 3e-4  # Adam learning rate of the actor
+    critic_lr: PositiveFloat = 3e-4  # Adam learning rate of the critic ensemble
+    alpha_lr: PositiveFloat = 3e-4  # Adam learning rate of log α
+    hidden: Widths = (256, 256)  # hidden layer widths of the critics
+    actor_hidden: Widths | None = None  # hidden layer widths of the actor; None: the same as hidden
     critic_layer_norm: bool = False  # LayerNorm after each hidden layer of the critics (per seed and member)
     actor_layer_norm: bool = False  # LayerNorm after each hidden layer of the actor (per seed)
-    batch_size: int = 256  # rows drawn per update and seed (with utd > 1: utd slices of batch_size / utd)
-    discount: float = 0.99  # γ
-    tau: float = 0.005  # Polyak coefficient of the target critics (after every critic step)
-    num_critics: int = 2  # E: critics per seed
-    target_reduction: str = "min"  # how the backup reduces the target critics: min, subset_min or mean
-    target_subset: int = 2  # members in subset_min's draw
+    batch_size: PositiveInt = 256  # rows drawn per update and seed (with utd > 1: utd slices of batch_size / utd)
+    discount: UnitFloat = 0.99  # γ
+    tau: Fraction = 0.005  # Polyak coefficient of the target critics (after every critic step)
+    num_critics: PositiveInt = 2  # E: critics per seed
+    target_reduction: Literal["min", "subset_min", "mean"] = "min"  # how the backup reduces the target critics: min, subset_min or mean
+    target_subset: PositiveInt = 2  # members in subset_min's draw
     subset_with_replacement: bool = False  # subset_min draws with replacement (WSRL) or without (REDQ)
-    actor_reduction: str = "min"  # how the actor's loss reduces the critics: min or mean
+    actor_reduction: Literal["min", "mean"] = "min"  # how the actor's loss reduces the critics: min or mean
     deterministic_backup: bool = False  # leave the entropy term -α log π(a'|s') out of the backup
     max_target_backup: bool = False  # back up the best of max_target_actions sampled next actions
-    max_target_actions: int = 10  # n of the max-target backup
-    utd: int = 1  # critic steps per update, on disjoint slices of the drawn batch
+    max_target_actions: PositiveInt = 10  # n of the max-target backup
+    utd: PositiveInt = 1  # critic steps per update, on disjoint slices of the drawn batch
     actor_first: bool = True  # temperature and actor step before the critics (EDAC/CORL); False: after (WSRL)
     auto_alpha: bool = True  # learn α toward the entropy target; False keeps it at init_alpha
-    init_alpha: float = 1.0  # α at the start (log α = 0)
-    alpha_max: float | None = None  # clamp α to at most this in every loss (MOBILE: 1.0); None: no clamp
+    init_alpha: PositiveFloat = 1.0  # α at the start (log α = 0)
+    alpha_max: PositiveFloat | None = None  # clamp α to at most this in every loss (MOBILE: 1.0); None: no clamp
     target_entropy: float | None = None  # H̄; None means -|A|
     log_std_min: float = -20.0  # lower clamp of the actor's log σ
     log_std_max: float = 2.0  # upper clamp of the actor's log σ
@@ -175,22 +175,16 @@ class SACAgent(Agent):
         metrics = {}
         if self.config.auto_alpha:
             alpha_loss = self.temperature_loss(log_pi)
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.sum().backward()
-            self.alpha_opt.step()
+            gradient_step(self.alpha_opt, alpha_loss)
             metrics["alpha_loss"] = alpha_loss.detach()
         alpha = self.alpha()
         actor_loss, actor_metrics = self.actor_loss(obs, pi, log_pi, alpha)
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.actor_opt.step()
+        gradient_step(self.actor_opt, actor_loss)
         return {**metrics, **actor_metrics, "alpha": alpha}
 
     def critic_step(self, batch: dict) -> dict:
         loss, metrics = self.critic_loss(batch)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        self.critic_opt.step()
+        gradient_step(self.critic_opt, loss)
         self.critic.update_target(self.config.tau)
         return metrics
 
@@ -216,25 +210,14 @@ class SACAgent(Agent):
 
 
 def check_config(c: SACConfig) -> None:
-    """One clear line for a setting the update cannot run with."""
-    if c.target_reduction not in TARGET_REDUCTIONS:
-        raise OfflineRLError(f"target_reduction must be one of {', '.join(TARGET_REDUCTIONS)}, "
-                             f"got {c.target_reduction!r}")
-    if c.actor_reduction not in ACTOR_REDUCTIONS:
-        raise OfflineRLError(f"actor_reduction must be one of {', '.join(ACTOR_REDUCTIONS)}, got {c.actor_reduction!r}")
-    if c.num_critics < 1:
-        raise OfflineRLError(f"num_critics must be at least 1, got {c.num_critics}")
+    """One clear line for a combination of settings the update cannot run with (each field checks its own range)."""
     if c.target_reduction == "subset_min":
         most = c.target_subset if c.subset_with_replacement else c.num_critics  # with replacement: any size
         if not 1 <= c.target_subset <= most:
             raise OfflineRLError(f"target_subset must be between 1 and num_critics ({c.num_critics}) when drawn "
                                  f"without replacement, got {c.target_subset}")
-    if c.utd < 1 or c.batch_size % c.utd:
+    if c.batch_size % c.utd:
         raise OfflineRLError(f"utd must be a positive divisor of batch_size ({c.batch_size}), got {c.utd}")
-    if c.max_target_actions < 1:
-        raise OfflineRLError(f"max_target_actions must be at least 1, got {c.max_target_actions}")
-    if c.init_alpha <= 0:
-        raise OfflineRLError(f"init_alpha must be positive, got {c.init_alpha}")
 
 
 __all__ = ["SACConfig", "SACAgent", "check_config"]
