@@ -8,10 +8,11 @@ Two exact methods, picked by device (`method="auto"`) or forced:
 "kdtree" (CPU): scipy's cKDTree, built on the points rotated onto their principal axes (no distance changes, but
   the axis-aligned splits then follow the directions the data spreads along) and stored in a first tree's leaf
   order (a leaf's points sit together in memory). A tree is fast for keys near the data and, in 20-odd dimensions,
-  slow for keys far from it, which an actor at its action bounds produces. So the tree is asked only for a
-  neighbour within `near_radius` (a bounded query is cheap either way), and the keys it has none for go to
-  `BlockScan`, an exact scan of the tree-ordered points that skips every block whose bounding box is farther than
-  the best point found so far. The query is a host call through numpy: keys go to the CPU, indices come back.
+  slow for keys far from it, which an actor at its action bounds produces. So a cheap approximate query
+  first sorts the keys: those with a point within `near_radius` go to the tree, the others to `BlockScan`, an
+  exact scan of the tree-ordered points that skips every block whose bounding box is farther than the best
+  point found so far (while nearly every key of a call was near, the next call skips the sorting). The query
+  is a host call through numpy: keys go to the CPU, indices come back.
 "brute" (CUDA): chunked brute force that stays on the device, with static shapes and no host synchronisation,
   so it can be compiled or captured. Squared distances in the expanded form ||x||^2 - 2 k.x on centred points in
   full float32 (TF32 is switched off around the matmuls: its 10-bit mantissa would lose the true neighbour), a
@@ -154,9 +155,10 @@ class BlockScan:
 
 
 class TreeSearch:
-    """The "kdtree" method: a rotated, leaf-ordered cKDTree for keys within `near_radius` of a point, the block
-    scan for the others. near_radius None: 0.75 x the points' median spacing; 0 sends every key to the scan, inf
-    every key to the tree. `workers`: scipy's threads (None: torch's thread count at query time)."""
+    """The "kdtree" method: a rotated, leaf-ordered cKDTree for the keys whose approximate neighbour lies within
+    `near_radius`, the block scan for the others. near_radius None: 1.5 x the points' median spacing; 0 sends
+    every key to the scan, inf every key to the tree. `workers`: scipy's threads (None: torch's thread count at
+    query time). Either way the answer is exact; the sorting only decides what it costs."""
 
     def __init__(self, points: np.ndarray, near_radius: float | None, block_rows: int, workers: int | None):
         x = points.astype(np.float64)
@@ -165,23 +167,30 @@ class TreeSearch:
         self.order = cKDTree(rotated, leafsize=16).indices  # a first tree's leaf order
         self.tree = cKDTree(rotated[self.order], leafsize=16)
         self.scan = BlockScan(self.tree.data, block_rows, ids=self.order)
-        self.near_radius = 0.75 * spacing(self.tree) if near_radius is None else float(near_radius)
+        self.near_radius = 1.5 * spacing(self.tree) if near_radius is None else float(near_radius)
         self.workers = workers
+        # PRDC's keys move slowly with its actor: while at least 90% of a call's keys were near, the next call
+        # goes to the tree without sorting them first; one that finds far keys sorts the next call's again
+        self.keys_were_near, self.near_share = False, 0.9
 
     def query(self, keys: np.ndarray) -> np.ndarray:
         """keys [Q, D] -> ids [Q] (int64) of the nearest points in their original order."""
         keys = (keys.astype(np.float64) - self.centre) @ self.rotation
         workers = torch.get_num_threads() if self.workers is None else self.workers
-        if self.near_radius > 0:
-            dist, idx = self.tree.query(keys, k=1, workers=workers, distance_upper_bound=self.near_radius)
-            far = ~np.isfinite(dist)
-            idx = self.order[np.where(far, 0, idx)].astype(np.int64)
-        else:  # every key to the scan: a bounded query would only find out that none is near
-            far, idx = np.ones(len(keys), bool), np.zeros(len(keys), np.int64)
-        if far.any():
-            # an approximate answer (within 3x the nearest distance, and cheap) is where the scan starts from
-            _, start = self.tree.query(keys[far], k=1, eps=2.0, workers=workers)
-            idx[far] = self.scan.nearest(torch.from_numpy(keys[far]), torch.from_numpy(start)).numpy()
+        if self.keys_were_near:  # the sorting query would cost a tenth of the tree's answer for nothing
+            dist, idx = self.tree.query(keys, k=1, workers=workers)
+            self.keys_were_near = np.mean(dist <= self.near_radius) >= self.near_share
+            return self.order[idx]
+        # An approximate answer first (within 3x the nearest distance, usually the nearest itself; cheap near the
+        # data and far from it): it says which keys the tree answers fast, and is where the scan starts from.
+        approx, start = self.tree.query(keys, k=1, eps=2.0, workers=workers)
+        near = approx <= self.near_radius
+        self.keys_were_near = near.mean() >= self.near_share
+        idx = np.empty(len(keys), np.int64)
+        if near.any():
+            idx[near] = self.order[self.tree.query(keys[near], k=1, workers=workers)[1]]
+        if not near.all():
+            idx[~near] = self.scan.nearest(torch.from_numpy(keys[~near]), torch.from_numpy(start[~near])).numpy()
         return idx
 
 

@@ -75,8 +75,20 @@ def test_keys_far_from_the_data_match_ckdtree(kind, d, near_radius):
     ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
     nn = NearestNeighbours(torch.from_numpy(x), "kdtree", near_radius=near_radius)
     if near_radius is None:
-        assert 0 < nn._search.near_radius < np.median(ref_d)  # the block scan gets keys
+        assert 0 < nn._search.near_radius < ref_d.max()  # the block scan gets keys (approx >= exact distance)
     _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
+
+
+def test_calls_after_near_keys_skip_the_sorting_until_keys_are_far():
+    rng = np.random.default_rng(8)
+    x = _random(rng, 20_000, 23)
+    near = x[:256] + 1e-3
+    far = (x[rng.integers(0, len(x), 256)] + 3 * rng.standard_normal((256, 23))).astype(np.float32)
+    nn = NearestNeighbours(torch.from_numpy(x), "kdtree")
+    for keys, near_after in [(near, True), (near, True), (far, False), (far, False), (near, True)]:
+        ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
+        _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
+        assert nn._search.keys_were_near == near_after
 
 
 def test_block_scan_gives_an_exact_tie_to_the_lowest_row():
