@@ -1,6 +1,4 @@
 """NearestNeighbours against scipy's cKDTree: same index for every key, except exact ties (either index accepted)."""
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -65,64 +63,32 @@ def test_matches_ckdtree(case, method):
 
 
 @pytest.mark.parametrize("kind,d", [("random", 23), ("walks", 14)])
-def test_keys_far_from_the_data_match_ckdtree(kind, d):
+@pytest.mark.parametrize("near_radius", [None, np.inf, 0.0], ids=["tree+blocks", "tree", "blocks"])
+def test_keys_far_from_the_data_match_ckdtree(kind, d, near_radius):
     """Keys a standard deviation away from the data in every coordinate (an actor at its action bounds puts PRDC's
-    keys there): each of the chooser's ways (the tree alone; the tree for those within near_radius and the block
-    scan for the rest; the block scan alone) finds the same neighbours."""
+    keys there): the default (the tree for keys within near_radius, the block scan for the rest), the tree alone
+    and the block scan alone find the same neighbours."""
     rng = np.random.default_rng(5)
     x = (_random if kind == "random" else _trajectories)(rng, 20_000, d)
     keys = (x[rng.integers(0, len(x), 256)] + rng.standard_normal((256, d))).astype(np.float32)
     keys[:64] = x[:64] + 1e-3  # and some near it
     ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
-    nn = NearestNeighbours(torch.from_numpy(x), "kdtree")
-    assert 0 < nn.near_radius < np.median(ref_d)  # the block scan gets keys
-    ways = ("tree", "tree+blocks", "blocks")
-    for tried in range(len(ways)):  # the chooser tries each way once before it picks
-        assert set(nn._chooser.cost) == set(ways[:tried])
-        _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
-    assert set(nn._chooser.cost) == set(ways)
+    nn = NearestNeighbours(torch.from_numpy(x), "kdtree", near_radius=near_radius)
+    if near_radius is None:
+        assert 0 < nn._search.near_radius < ref_d.max()  # the block scan gets keys (approx >= exact distance)
+    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
 
 
-def test_worker_processes_share_the_block_scan_and_a_dead_one_is_survived():
-    rng = np.random.default_rng(7)
+def test_calls_after_near_keys_skip_the_sorting_until_keys_are_far():
+    rng = np.random.default_rng(8)
     x = _random(rng, 20_000, 23)
-    keys = (x[rng.integers(0, len(x), 256)] + rng.standard_normal((256, 23))).astype(np.float32)
-    ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
-    nn = NearestNeighbours(torch.from_numpy(x), "kdtree", near_radius=0.0, block_rows=1024, workers=3)
-    # starts two workers, and scans alone unless they are already up (they may be: forking is quick)
-    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
-    pool = nn._scan_workers
-    assert len(pool.processes) == 2
-    shared = pool.shared_calls
-    for _ in range(600):  # they are up within seconds (forked: nothing to import)
-        if pool._ready():
-            break
-        time.sleep(0.05)
-    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
-    assert pool.shared_calls == shared + 1
-    pool.processes[1].kill()
-    pool.processes[1].join()
-    _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))  # scanned here instead
-    assert not pool.alive and pool.shared_calls == shared + 1
-    assert not any(p.is_alive() for p in pool.processes)
-
-
-def test_the_faster_way_is_picked_and_the_other_probed_now_and_then():
-    from offrl.neighbours import FasterOf
-    chooser, seconds = FasterOf(("a", "b"), probe_every=5), {"a": 2.0, "b": 1.0}
-    picks = []
-
-    def calls(n):
-        for _ in range(n):
-            way = chooser.pick()
-            picks.append(way)
-            chooser.record(way, seconds[way] * 10, items=10)
-    calls(24)
-    # "a" (twice as slow) rests 5 x 2 = 10 calls between probes
-    assert "".join(picks) == "ab" + "b" * 8 + "a" + "b" * 9 + "a" + "bbb"
-    seconds["a"] = 0.1  # the workload changed: the next probe of "a" finds it faster, and "b" rests 50 calls
-    calls(60)
-    assert "".join(picks[24:]) == "b" * 6 + "a" * 49 + "b" + "a" * 4
+    near = x[:256] + 1e-3
+    far = (x[rng.integers(0, len(x), 256)] + 3 * rng.standard_normal((256, 23))).astype(np.float32)
+    nn = NearestNeighbours(torch.from_numpy(x), "kdtree")
+    for keys, near_after in [(near, True), (near, True), (far, False), (far, False), (near, True)]:
+        ref_d, ref_i = cKDTree(x.astype(np.float64)).query(keys.astype(np.float64), k=1)
+        _check(x, keys, ref_d ** 2, ref_i, nn.query(torch.from_numpy(keys)))
+        assert nn._search.keys_were_near == near_after
 
 
 def test_block_scan_gives_an_exact_tie_to_the_lowest_row():
@@ -133,8 +99,9 @@ def test_block_scan_gives_an_exact_tie_to_the_lowest_row():
         x[b] = x[c] = x[a]
     nn = NearestNeighbours(torch.from_numpy(x), "kdtree", near_radius=0.0, block_rows=64)
     # the tree stores the points in its own order, so the lowest copy is often not the first one scanned
-    position = np.empty_like(nn._order)
-    position[nn._order] = np.arange(len(x))
+    order = nn._search.order
+    position = np.empty_like(order)
+    position[order] = np.arange(len(x))
     assert sum(position[c].argmin() != c.argmin() for c in copies) > 50
     got = nn.query(torch.from_numpy(x[copies[:, 0]] + 1e-4)).numpy()
     np.testing.assert_array_equal(got, copies.min(1))
@@ -156,7 +123,7 @@ def test_auto_and_small_sets():
     x = _random(rng, 5, 3)
     assert NearestNeighbours(torch.from_numpy(x)).method == "kdtree"  # CPU
     one = NearestNeighbours(torch.zeros(1, 3), "kdtree")  # no spacing to measure: every key to the tree
-    assert one.near_radius == np.inf and one.query(torch.ones(2, 3)).tolist() == [0, 0]
+    assert one._search.near_radius == np.inf and one.query(torch.ones(2, 3)).tolist() == [0, 0]
     nn = NearestNeighbours(torch.from_numpy(x), "brute", candidates=8, chunk_rows=2)  # N < m, padded chunks
     keys = torch.from_numpy(x[[4, 0, 2]] + 1e-3)
     assert nn.query(keys).tolist() == [4, 0, 2]
