@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import offrl
 from offrl import config as cfg
 from offrl import registry
 from offrl.build import agent_config, build_run, load_plugins
@@ -42,6 +41,7 @@ from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
 from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
+from offrl.version import __version__
 
 
 @dataclass
@@ -56,13 +56,13 @@ class TrainConfig:
 
 def git_revision() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(offrl.__file__).parent,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return offrl.__version__
+    return __version__
 
 
 def code_range(revisions: list[str]) -> str:
@@ -156,7 +156,7 @@ class Trainer:
                        threads=threads, compile=compile, train=dataclasses.asdict(train),
                        agent_config=cfg.to_dict(agent_cfg),
                        results=str(Path(results)) if results else str(Path(out_dir) / "results.csv"),
-                       plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=offrl.__version__,
+                       plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=__version__,
                        git_revision=git_revision(), created=dt.datetime.now().isoformat(timespec="seconds"))
         trainer = cls(folder, spec, log=log, dataset=data, agent_cfg=agent_cfg, clock=clock)  # before any write
         folder.path.mkdir(parents=True, exist_ok=True)
