@@ -1,6 +1,6 @@
 """Results: the per-seed result row, the results table file it is appended to, aggregation and export.
 
-A run appends one row per seed to a CSV results table (design.md §6). Several runs may finish at the same
+A run appends one row per seed to a CSV results table (docs/design.md §6). Several runs may finish at the same
 moment and append to the same table, so `append_rows` holds an exclusive lock while it writes. A row is
 validated before anything is written: every field present, no unknown field, and every number finite, so a
 diverged (NaN) run can never land in the table as a score.
