@@ -245,7 +245,7 @@ def curves_figure(curves: list[RunCurve], title: str | None = None, n_boot: int 
             stats = np.array([mean_band(np.array(by_step[t]), n_boot=n_boot) for t in steps])
             (line,) = ax.plot(steps, stats[:, 0], color=colors[agent], lw=1.8, label=agent,
                               marker="o" if len(steps) == 1 else None)
-            ax.fill_between(steps, stats[:, 1], stats[:, 2], color=colors[agent], alpha=0.2, lw=0)
+            ax.fill_between(steps, stats[:, 1], stats[:, 2], color=colors[agent], alpha=0.2, lw=0, gid=agent)
             handles[agent] = line
         ax.set_title(dataset)
         ax.set_xlabel("updates (gradient steps per seed)")
@@ -316,7 +316,7 @@ def profile_figure(rows: list[dict], score: str = "final", title: str | None = N
     for agent, groups in table.items():
         profile, lo, hi = performance_profile(list(groups.values()), taus, n_boot=n_boot)
         (line,) = ax.plot(taus, profile, color=colors[agent], lw=1.8, gid=agent)
-        ax.fill_between(taus, lo, hi, color=colors[agent], alpha=0.2, lw=0)
+        ax.fill_between(taus, lo, hi, color=colors[agent], alpha=0.2, lw=0, gid=agent)
         handles.append(line)
         labels.append(f"{agent} ({len(groups)} dataset{'s' if len(groups) > 1 else ''}, "
                       f"{sum(g.size for g in groups.values())} runs)")
@@ -379,7 +379,7 @@ def save(fig: Figure, path: str | Path) -> Path:
     fmt = path.suffix.lower()
     if fmt not in FORMATS:
         raise OfflineRLError(f"plot output {path}: the name must end in {' or '.join(FORMATS)}")
-    # SVG keeps text as text (searchable, smaller) and ids fixed, so a figure drawn again is the same file.
-    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "offrl"}), atomic_path(path) as tmp:
+    # SVG keeps its text as text: searchable, editable and smaller than glyph outlines.
+    with rc_context({"svg.fonttype": "none"}), atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt[1:], dpi=120, metadata={"Date": None} if fmt == ".svg" else None)
     return path
