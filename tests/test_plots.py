@@ -226,3 +226,24 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, args, message)
 def test_a_run_folder_without_evaluations_is_named():
     with pytest.raises(OfflineRLError, match="is not a run folder"):
         plots.read_run_curve("/nonexistent/run")
+
+
+def test_publish_adds_the_iqm_plot_and_the_curves_of_the_run_folders_still_there(runs, tmp_path):
+    from offrl import leaderboard
+
+    rows = [make_row(agent="td3bc", dataset="hopper-medium", seed=s, final_score=float(20 + 10 * s),
+                     run_dir=str(runs[0])) for s in (0, 1, 2)]
+    rows += [make_row(agent="iql", dataset="hopper-medium", seed=s, final_score=float(5 * s),
+                      run_dir=str(tmp_path / "gone")) for s in (0, 1)]
+    board = leaderboard.publish(rows, "b", root=tmp_path / "results")
+    readme = (board / "README.md").read_text()
+    assert "## Plots" in readme and "](iqm.png)" in readme and "](curves.png)" in readme
+    assert "No learning curve for iql on hopper-medium" in readme
+    assert imread(board / "iqm.png").shape[1] > 300 and imread(board / "curves.png").shape[1] > 300
+    # The board moved to a machine without the run folders: published again, it drops the curves it cannot draw.
+    for r in runs:
+        (r / "eval.csv").unlink()
+    board = leaderboard.publish(results.read_rows(board / "runs.csv"), "b", root=tmp_path / "results", replace=True)
+    readme = (board / "README.md").read_text()
+    assert not (board / "curves.png").exists() and "](curves.png)" not in readme
+    assert "No learning curve for any group" in readme and (board / "iqm.png").exists()
