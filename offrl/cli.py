@@ -224,6 +224,40 @@ def plot(inputs, output, kind, score, agent_names, dataset_names, pairs, title):
     click.echo(f"wrote {plots.save(fig, output)}")
 
 
+@main.command()
+@click.argument("sweep_file", type=click.Path())
+@click.option("--out", default="runs", show_default=True, type=click.Path(),
+              help="the sweep folder is OUT/NAME: one run folder per job, results.csv, logs/")
+@click.option("--name", help="the sweep's name [default: the file's name: key, else its file name]")
+@click.option("--address", help="a Ray cluster to run on (e.g. HEAD_IP:6379 or auto) [default: a Ray started on "
+                                "this machine]")
+@click.option("--cpus", type=int, help="CPUs of the Ray started on this machine [default: all]")
+@click.option("--dry-run", is_flag=True, help="list the jobs, their state and command; run nothing")
+@friendly
+def sweep(sweep_file, out, name, address, cpus, dry_run):
+    """Run a sweep file's jobs (agents x datasets x seed groups, each an `offrl run`) on Ray. Finished jobs are
+    skipped and stopped ones resumed, so after a kill the same command finishes the sweep."""
+    import shlex
+    from pathlib import Path
+
+    from offrl import sweep as sw
+
+    if cpus is not None and cpus < 1:
+        raise OfflineRLError(f"--cpus must be at least 1, got {cpus}")
+    spec = sw.load_spec(sweep_file, name=name)
+    folder = Path(out) / spec.name
+    if dry_run:
+        planned = sw.plan(spec, folder)
+        echo_columns(("job", "state", "command"),
+                     [(job.name, state, shlex.join(["offrl", *args])) for job, state, args in planned])
+        click.echo(f"{len(planned)} jobs in {folder}: " + ", ".join(
+            f"{sum(s == state for _, s, _ in planned)} {state}" for state in ("new", "stopped", "running", "finished")))
+        return
+    outcome = sw.run(spec, folder, address=address, cpus=cpus, log=click.echo)
+    if outcome["failed"] or outcome["stopped"]:
+        sys.exit(1)
+
+
 @main.group(invoke_without_command=True)
 @click.option("--root", type=click.Path(), help="leaderboards folder [default: the repository's results/]")
 @click.pass_context
