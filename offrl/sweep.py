@@ -234,9 +234,18 @@ def run_job(spec: SweepSpec, job: Job, sweep_dir: str, offrl_exe: str, env: dict
         log.flush()
         use_prctl = sys.platform.startswith("linux")
         process = subprocess.Popen([exe, *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **env},
+                                   env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},  # a log shows its progress now
                                    preexec_fn=_die_with_parent(os.getpid()) if use_prctl else None)
-        rc = process.wait()
+        try:
+            rc = None
+            while rc is None:  # short waits: ray.cancel's KeyboardInterrupt arrives only between them
+                try:
+                    rc = process.wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+        except KeyboardInterrupt:  # ray.cancel: the sweep is stopping. SIGTERM makes the run save the step it
+            process.send_signal(signal.SIGTERM)  # reached (Ray would SIGKILL it with its worker: work lost)
+            rc = process.wait()
     finished = rc == 0 and (folder / "result.json").exists()
     state = "finished" if finished else "stopped" if rc in (128 + signal.SIGTERM, 128 + signal.SIGINT) else "failed"
     return dict(name=job.name, state=state, rc=rc, error="" if finished else _error_line(log_path, start),
@@ -245,14 +254,15 @@ def run_job(spec: SweepSpec, job: Job, sweep_dir: str, offrl_exe: str, env: dict
 
 # ------------------------------------------------------------------------------------- the driver
 
-class _Stop(Exception):
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+class _StopRequest:
+    """Remembers a SIGTERM/SIGINT for the driver's loop to act on: raising inside the handler would land in
+    the middle of Ray's own calls."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self, signum, _frame):
         self.signum = signum
-
-
-def _raise_stop(signum, _frame):
-    raise _Stop(signum)
 
 
 def _offrl_executable() -> str:
@@ -291,12 +301,15 @@ def run(spec: SweepSpec, sweep_dir: str | os.PathLike, address: str | None = Non
     if not todo:
         log(f"all {total} jobs of {spec.name} have finished; rows in {sweep_dir / RESULTS}")
         return outcome
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = _StopRequest()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        for s in previous:  # again: ray.init installs its own handlers, which end the driver at once
+            signal.signal(s, stop)
         available = ray.cluster_resources()
         if spec.cpus > available.get("CPU", 0) or spec.gpus > available.get("GPU", 0):
             raise OfflineRLError(f"a job asks for {spec.cpus} CPU(s) and {spec.gpus:g} GPU(s); the Ray cluster "
@@ -310,7 +323,17 @@ def run(spec: SweepSpec, sweep_dir: str | os.PathLike, address: str | None = Non
             f"{sweep_dir / LOGS}")
         last_status = time.monotonic()
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if stop.signum is not None:
+                log(f"{signal.Signals(stop.signum).name}: stopping the running jobs (each saves a checkpoint)")
+                for ref in pending:
+                    ray.cancel(ref)
+                deadline = time.monotonic() + LOCK_WAIT_S
+                while time.monotonic() < deadline and any(
+                        held_by(sweep_dir / job.name / ".lock") is not None for job in pending.values()):
+                    time.sleep(0.5)
+                raise RunInterrupted(f"{signal.Signals(stop.signum).name}: the sweep stopped its jobs (each saved a "
+                                     f"checkpoint); run it again to resume them", stop.signum)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
             for ref in ready:
                 job = pending.pop(ref)
                 try:
@@ -328,9 +351,6 @@ def run(spec: SweepSpec, sweep_dir: str | os.PathLike, address: str | None = Non
             if pending and time.monotonic() - last_status >= status_every:
                 log(_progress(outcome, pending, sweep_dir, total, started_at))
                 last_status = time.monotonic()
-    except _Stop as stop:
-        raise RunInterrupted(f"{stop}: the sweep stopped its jobs (each saved a checkpoint); run it again to "
-                             f"resume them", stop.signum) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -18,7 +18,7 @@ from offrl.errors import OfflineRLError
 
 OFFRL = str(Path(sys.executable).parent / "offrl")
 TOY = {"name": "toy", "agents": ["td3bc", "bc"], "datasets": ["pointmass-medium"], "seed_groups": ["0", "1"],
-       "steps": 1500, "eval_every": 500, "eval_episodes": 2, "log_every": 100, "checkpoint_every": 100,
+       "steps": 3000, "eval_every": 1000, "eval_episodes": 2, "log_every": 100, "checkpoint_every": 100,
        "dataset_size": 2000, "device": "cpu", "set": {"hidden": [32, 32]}, "resources": {"cpus": 1, "gpus": 0}}
 
 
@@ -39,7 +39,7 @@ def test_a_sweep_file_expands_into_one_run_per_agent_dataset_and_seed_group(tmp_
     assert args[:9] == ["run", "--agent", "bc", "--env", "pointmass-medium", "--seeds", "0,1,2", "--out",
                         str(tmp_path / "toy")]
     for flag, value in [("--name", "bc_pointmass-medium_s0_1_2"), ("--results", str(tmp_path / "toy/results.csv")),
-                        ("--steps", "1500"), ("--eval-every", "500"), ("--dataset-size", "2000"), ("--threads", "1"),
+                        ("--steps", "3000"), ("--eval-every", "1000"), ("--dataset-size", "2000"), ("--threads", "1"),
                         ("--device", "cpu")]:
         assert args[args.index(flag) + 1] == value
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
@@ -105,14 +105,24 @@ def wait_for(condition, timeout, what):
         time.sleep(0.2)
 
 
+def early_in_training(run_dir):
+    """Past its first checkpoint and before its first evaluation (of three): a kill now stops it mid-run,
+    seconds before the end of its training."""
+    return (run_dir / "checkpoint.pt").exists() and not (run_dir / "eval.csv").exists()
+
+
 def test_a_sweep_killed_halfway_and_run_again_has_every_row_exactly_once(tmp_path):
     pytest.importorskip("ray")
-    path = write_spec(tmp_path)
+    # Seed groups of different sizes take different times: when the first job finishes, the other one that
+    # started with it is mid-training (stopped, then resumed), not in the moment between its last checkpoint
+    # and its result rows.
+    path = write_spec(tmp_path, agents=["td3bc", "iql"], seed_groups=["0", "1,2"])
     folder = tmp_path / "out" / "toy"
     command = [OFFRL, "sweep", str(path), "--out", str(tmp_path / "out"), "--cpus", "2"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: list(folder.glob("*/result.json")) or first.poll() is not None, 240, "a first job to finish")
+        wait_for(lambda: first.poll() is not None or list(folder.glob("*/result.json")) and any(
+            early_in_training(d) for d in folder.glob("*_s*")), 240, "a job finished and another one training")
         first.send_signal(signal.SIGTERM)
         output, _ = first.communicate(timeout=60)
     finally:
@@ -125,6 +135,8 @@ def test_a_sweep_killed_halfway_and_run_again_has_every_row_exactly_once(tmp_pat
     wait_for(lambda: all(held_by(d / ".lock") is None for d in folder.iterdir()), 60, "the runs to stop")
     finished_before = {p.parent.name for p in folder.glob("*/result.json")}
     assert 1 <= len(finished_before) < 4
+    stopped = [d.name for d in folder.iterdir() if (d / "run.yaml").exists() and not (d / "result.json").exists()]
+    assert stopped
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -132,8 +144,11 @@ def test_a_sweep_killed_halfway_and_run_again_has_every_row_exactly_once(tmp_pat
         assert f"skip {name} (finished)" in again.stdout
     assert "sweep toy: 4 of 4 jobs finished, 0 failed" in again.stdout
     rows = results.read_rows(folder / "results.csv")
-    assert sorted((r["agent"], r["seed"]) for r in rows) == [("bc", 0), ("bc", 1), ("td3bc", 0), ("td3bc", 1)]
-    assert all(r["steps"] == 1500 for r in rows)
+    assert sorted((r["agent"], r["seed"]) for r in rows) == [("iql", 0), ("iql", 1), ("iql", 2), ("td3bc", 0),
+                                                             ("td3bc", 1), ("td3bc", 2)]
+    for name in stopped:
+        assert f"resume {name}" in again.stdout
+    assert all(r["steps"] == 3000 for r in rows)
     assert all((folder / j.name / "result.json").exists() for j in sweep.jobs(sweep.load_spec(path)))
     # The sweep folder is a folder of run folders: its learning curves draw straight from it.
     out = CliRunner().invoke(main, ["plot", str(folder), "-o", str(tmp_path / "curves.png")])
