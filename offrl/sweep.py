@@ -305,7 +305,11 @@ def run(spec: SweepSpec, sweep_dir: str | os.PathLike, address: str | None = Non
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as exc:
+                raise OfflineRLError(f"cannot reach the Ray cluster at {address} ({exc}); is it started "
+                                     f"(`ray start --head`), and does this machine have its token?") from None
         else:
             ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
         for s in previous:  # again: ray.init installs its own handlers, which end the driver at once
