@@ -9,8 +9,9 @@ kill therefore finishes it without repeating finished work.
 
 Ray is the optional extra `offrl[sweep]`, imported only to run jobs (a dry run needs none). Every job is a Ray
 task that asks for its CPUs and GPU fraction, so Ray packs jobs onto the machine (`ray.init(num_cpus=...)`) or
-onto a cluster's nodes (`--address`). On Linux a job's subprocess receives SIGTERM when the Ray worker that
-started it dies, so stopping the sweep makes its runs checkpoint and exit instead of training on, orphaned.
+onto a cluster's nodes (`--address`). SIGTERM or Ctrl-C stops a sweep gracefully: it cancels its tasks, each
+task sends SIGTERM to its run, and the run checkpoints the step it reached. A run never outlives its task
+unasked: Ray ends a dead worker's children, and on Linux the run also gets SIGTERM when its parent dies.
 """
 from __future__ import annotations
 
@@ -311,7 +312,8 @@ def run(spec: SweepSpec, sweep_dir: str | os.PathLike, address: str | None = Non
                 raise OfflineRLError(f"cannot reach the Ray cluster at {address} ({exc}); is it started "
                                      f"(`ray start --head`), and does this machine have its token?") from None
         else:
-            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            # "local": a Ray of the sweep's own, even where `ray start` left a cluster that ray.init would join
+            ray.init(address="local", num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
         for s in previous:  # again: ray.init installs its own handlers, which end the driver at once
             signal.signal(s, stop)
         available = ray.cluster_resources()
