@@ -313,7 +313,12 @@ def run(spec: SweepSpec, sweep_dir: str | os.PathLike, address: str | None = Non
                                      f"(`ray start --head`), and does this machine have its token?") from None
         else:
             # "local": a Ray of the sweep's own, even where `ray start` left a cluster that ray.init would join
-            ray.init(address="local", num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(address="local", num_cpus=cpus or os.cpu_count(), include_dashboard=False,
+                         log_to_driver=False)
+            except Exception as exc:  # Ray's own start-up failures (ports, shared memory, a full /tmp)
+                raise OfflineRLError(f"Ray did not start on this machine: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         for s in previous:  # again: ray.init installs its own handlers, which end the driver at once
             signal.signal(s, stop)
         available = ray.cluster_resources()
