@@ -283,13 +283,24 @@ def _stratified_bootstrap_ci(groups: list[np.ndarray], n_boot: int, confidence: 
     value = iqm(pooled)
     if pooled.size < 2 or np.ptp(pooled) == 0:
         return value, value
-    rng = np.random.default_rng(seed)
-    resampled = np.concatenate(
-        [g[rng.integers(0, g.size, size=(n_boot, g.size))] for g in groups], axis=1)  # (n_boot, pooled)
-    statistics = _iqm_along(resampled, axis=1)
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(statistics, [alpha / 2, 1 - alpha / 2])
+    resampled = np.concatenate(stratified_resample(groups, n_boot, np.random.default_rng(seed)), axis=1)
+    lo, hi = percentile_interval(_iqm_along(resampled, axis=1), confidence)
     return float(lo), float(hi)
+
+
+def stratified_resample(groups: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One (n_boot, len(g)) array per group g: each row draws len(g) of g's values with replacement, every
+    group on its own. The statistics of a stratified bootstrap (the pooled IQM above, the plots' performance
+    profiles and probabilities of improvement) are computed row by row from these."""
+    return [g[rng.integers(0, g.size, size=(n_boot, g.size))] for g in groups]
+
+
+def percentile_interval(statistics: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile bootstrap interval: the (1-confidence)/2 and (1+confidence)/2 quantiles of the
+    resampled statistics along axis 0 (one resample a row)."""
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(statistics, [alpha / 2, 1 - alpha / 2], axis=0)
+    return lo, hi
 
 
 def _summary(values: np.ndarray, kind: str, ci: tuple[float, float]) -> dict:
