@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from offrl.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Widths
+from offrl.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.online import OnlineConfig
 from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
@@ -61,7 +61,7 @@ class Config(SACConfig, OnlineConfig):
     cql_members: PositiveInt | None = None  # critics that get the conservative term, drawn per update; None: all
     reward_scale: float = 1.0  # r' = reward_scale·r + reward_shift, for the backup and for G
     reward_shift: float = 0.0
-    offline_ratio: Fraction = 0.5  # online batches: half dataset rows, half online rows (Cal-QL's mixing)
+    offline_ratio: UnitFloat = 0.5  # online batches: half dataset rows, half online rows (Cal-QL's mixing)
     online_batch_size: PositiveInt = 256  # rows per online update
     warmup_steps: NonNegativeInt = 0  # Cal-QL starts updating as soon as its buffer holds whole episodes
 

@@ -35,7 +35,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from offrl.config import Fraction, NonNegativeInt, PositiveInt, Widths
+from offrl.config import NonNegativeInt, PositiveInt, UnitFloat, Widths
 from offrl.errors import OfflineRLError
 from offrl.registry import register_agent
 from offrl.agents.calql import CalQL, Config as CalQLConfig
@@ -54,7 +54,7 @@ class Config(CalQLConfig):
     cql_members: PositiveInt | None = 2  # critics that get the conservative term offline
     calql_bound: bool = False  # CQL pre-training (locomotion); True: Cal-QL
     actor_first: bool = False  # critics, then temperature and actor
-    offline_ratio: Fraction = 0.0  # no offline data online
+    offline_ratio: UnitFloat = 0.0  # no offline data online
     online_batch_size: PositiveInt = 1024  # 4 × 256
     online_utd: PositiveInt = 4  # critic steps per env step, on disjoint quarters of the batch
     online_max_target_backup: bool = False  # keep the max-target backup online (AntMaze)

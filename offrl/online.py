@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from offrl.compile import UpdateRunner
-from offrl.config import Fraction, NonNegativeInt, PositiveInt
+from offrl.config import NonNegativeInt, PositiveInt, UnitFloat
 from offrl.data.returns import return_to_go
 from offrl.errors import OfflineRLError
 from offrl.rng import SeedStreams, _mix32_int, stream_key
@@ -35,7 +35,7 @@ from offrl.rng import SeedStreams, _mix32_int, stream_key
 class OnlineConfig:
     """The online phase's settings, inherited by the Config of an agent that has one."""
     warmup_steps: NonNegativeInt = 5_000  # env steps collected by the policy before the first update
-    offline_ratio: Fraction = 0.0  # share of each online-phase batch drawn from the dataset (WSRL 0, Cal-QL 0.5)
+    offline_ratio: UnitFloat = 0.0  # share of each online-phase batch drawn from the dataset (WSRL 0, Cal-QL 0.5)
     online_batch_size: PositiveInt = 256  # rows per online-phase update and seed
     online_envs: PositiveInt = 1  # environments per seed
     online_capacity: PositiveInt = 2_000_000  # ring-buffer rows per seed (capped at the online budget)
