@@ -90,7 +90,7 @@ def _coerce_row(row: dict) -> dict:
     for name in RESULT_FIELDS:
         value = row.get(name)
         if name in ONLINE_FIELDS and value in (None, ""):
-            typed[name] = None  # no online phase (or no offline one): an empty cell, never a made-up number
+            continue  # no online phase (or no offline one): an empty cell, never a made-up number
         elif name == "online_steps":
             typed[name] = _as_int(name, value)
         elif name in ONLINE_FIELDS:
@@ -189,7 +189,7 @@ def _append(path, typed_rows: list[dict], same_run) -> int:
                     # rows stay well formed; read_rows reports the torn line.
                     buffer.write("\n")
             for row in typed_rows:
-                writer.writerow([_format_value(row[name]) for name in RESULT_FIELDS])
+                writer.writerow([_format_value(row.get(name)) for name in RESULT_FIELDS])
             table.write(buffer.getvalue())
             table.flush()
             os.fsync(table.fileno())
