@@ -131,6 +131,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--seeds", default="0", show_default=True, callback=seed_list,
               help="seeds trained together in one process: 0,1,2 or 0-4")
 @click.option("--steps", type=int, help="gradient updates per seed [default: 1,000,000, the papers']")
+@click.option("--online-steps", type=int, help="then this many environment steps of online fine-tuning per seed "
+              "environment (agents with an online phase; eval, log and checkpoint intervals then count env steps)")
 @click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
 @click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
 @click.option("--log-every", type=int, help="updates between metric reads [default: 1,000]")
@@ -154,10 +156,11 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
               "run.yaml names (they run with your rights; without this, pass each one again with --plugin)")
 @click.pass_context
 @friendly
-def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
+def run(ctx, agent, dataset, seeds, steps, online_steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
         device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir, trust_plugins):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
+    from offrl import registry
     from offrl.trainer import TrainConfig, Trainer
 
     if resume_dir:
@@ -177,13 +180,15 @@ def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every,
         if trust_plugins:
             raise OfflineRLError("--trust-plugins applies with --resume (a new run imports its --plugin files)")
         train = TrainConfig()
-        given = dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
+        given = dict(steps=steps, online_steps=online_steps, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
                      checkpoint_every=checkpoint_every)
         for key, value in given.items():
             if value is not None:
                 if value <= 0:
                     raise OfflineRLError(f"--{key.replace('_', '-')} must be positive, got {value}")
                 setattr(train, key, value)
+        if steps is not None and agent in [a.name for a in registry.all_agents() if not a.offline]:
+            raise OfflineRLError(f"agent {agent} trains online only: give --online-steps, not --steps")
         try:
             trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
                                     config_file=config_file, overrides=cfg.parse_set(sets), device=device,
