@@ -132,7 +132,11 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
               help="seeds trained together in one process: 0,1,2 or 0-4")
 @click.option("--steps", type=int, help="gradient updates per seed [default: 1,000,000, the papers']")
 @click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
-@click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
+@click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10; 100 for VaR/CVaR]")
+@click.option("--eval-action-noise", type=float, help="robustness evaluation: Gaussian noise on every action, σ as a "
+              "fraction of the action range's half-width [default: 0]")
+@click.option("--eval-start-shift", type=float, help="robustness evaluation: starts moved out of the data's region "
+              "by this much (envs that define it, e.g. pointmass) [default: 0]")
 @click.option("--log-every", type=int, help="updates between metric reads [default: 1,000]")
 @click.option("--checkpoint-every", type=int, help="updates between checkpoints [default: 50,000; with --resume, "
               "the run's own setting]")
@@ -154,8 +158,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
               "run.yaml names (they run with your rights; without this, pass each one again with --plugin)")
 @click.pass_context
 @friendly
-def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
-        device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir, trust_plugins):
+def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, eval_action_noise, eval_start_shift, log_every,
+        checkpoint_every, config_file, sets, device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir, trust_plugins):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
     from offrl.trainer import TrainConfig, Trainer
@@ -183,6 +187,11 @@ def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every,
             if value is not None:
                 if value <= 0:
                     raise OfflineRLError(f"--{key.replace('_', '-')} must be positive, got {value}")
+                setattr(train, key, value)
+        for key, value in dict(eval_action_noise=eval_action_noise, eval_start_shift=eval_start_shift).items():
+            if value is not None:
+                if not value >= 0 or value == float("inf"):
+                    raise OfflineRLError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value}")
                 setattr(train, key, value)
         try:
             trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,

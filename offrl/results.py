@@ -9,6 +9,11 @@ Aggregates are computed from the per-seed rows, separately for the last ("final"
 mean, std, interquartile mean (IQM) and a bootstrap confidence interval of the IQM. Scores are normalised
 scores, so one agent's scores can also be pooled across datasets; that "all datasets" row uses a stratified
 bootstrap (see `_stratified_bootstrap_ci`).
+
+Risk: each row also holds the lower tail of its last evaluation's episodes, the value at risk (the
+RISK_LEVEL quantile of the returns) and the conditional value at risk (the mean of the returns at or below
+it), as normalised scores; `offrl table` shows their means over seeds. Rows are grouped by the evaluation
+they ran under too (`eval_perturbation`), so standard and perturbed evaluations stand side by side.
 """
 from __future__ import annotations
 
@@ -51,7 +56,14 @@ RESULT_FIELDS = [
     "wall_clock_s",
     "updates_per_s",
     "run_dir",
+    "final_var10",      # normalised VaR at 10% of the last evaluation's episode returns (empty: not recorded)
+    "final_cvar10",     # normalised CVaR at 10%: the mean of the episodes at or below the VaR
+    "eval_perturbation",  # the evaluation's perturbation (offrl/evaluation.py), "none" for the standard one
 ]
+# Fields added after tables were first written: a table without them still reads, with these values.
+LATER_FIELDS = {"final_var10": None, "final_cvar10": None, "eval_perturbation": "none"}
+OPTIONAL_FLOAT_FIELDS = frozenset({"final_var10", "final_cvar10"})  # None (empty) when not recorded
+RISK_LEVEL = 0.1  # the tail of VaR and CVaR: the worst 10% of a seed's evaluation episodes
 INT_FIELDS = frozenset({"seed", "steps", "eval_every", "eval_episodes"})
 FLOAT_FIELDS = frozenset({
     "final_score", "best_score", "final_return", "best_return", "ref_min_score", "ref_max_score",
@@ -67,6 +79,7 @@ def _coerce_row(row: dict) -> dict:
     """The row with typed values, or ValueError saying which field is wrong."""
     if not isinstance(row, dict):
         raise ValueError(f"a result row must be a dict, got {type(row).__name__}")
+    row = {**{k: v for k, v in LATER_FIELDS.items() if k not in row}, **row}
     missing = [f for f in RESULT_FIELDS if f not in row]
     unknown = sorted(set(row) - set(RESULT_FIELDS))
     if missing or unknown:
@@ -79,7 +92,9 @@ def _coerce_row(row: dict) -> dict:
     typed = {}
     for name in RESULT_FIELDS:
         value = row[name]
-        if name in INT_FIELDS:
+        if name in OPTIONAL_FLOAT_FIELDS and value in (None, ""):
+            typed[name] = None
+        elif name in INT_FIELDS:
             typed[name] = _as_int(name, value)
         elif name in FLOAT_FIELDS:
             typed[name] = _as_finite_float(name, value)
@@ -181,6 +196,8 @@ def _append(path, typed_rows: list[dict], same_run) -> int:
 
 
 def _format_value(value) -> str:
+    if value is None:  # an optional field not recorded
+        return ""
     # repr of a float is the shortest string that parses back to the same float: rows round-trip exactly.
     return repr(value) if isinstance(value, float) else str(value)
 
@@ -212,7 +229,7 @@ def _read_rows(path: Path) -> list[dict]:
         header = next(reader, None)
         if header is None:
             return []
-        missing = [f for f in RESULT_FIELDS if f not in header]
+        missing = [f for f in RESULT_FIELDS if f not in header and f not in LATER_FIELDS]
         if missing:
             raise OfflineRLError(f"results table {path} lacks column(s): {', '.join(missing)}")
         rows = []
@@ -232,6 +249,40 @@ def _read_rows(path: Path) -> list[dict]:
             row.update(extra)
             rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------------------------------- risk
+
+def value_at_risk(returns, level: float = RISK_LEVEL) -> float:
+    """The empirical `level` quantile of episode returns, from below: the ceil(level·N)-th smallest return.
+    With N episodes it rests on ceil(level·N) of them (one when N <= 10), so it means little below ~50."""
+    ordered = np.sort(np.asarray(returns, dtype=float).reshape(-1))
+    return float(ordered[max(1, math.ceil(level * ordered.size - 1e-9)) - 1])
+
+
+def conditional_value_at_risk(returns, level: float = RISK_LEVEL) -> float:
+    """The mean of the ceil(level·N) smallest episode returns (expected shortfall): the mean of the tail
+    whose upper end is `value_at_risk`."""
+    ordered = np.sort(np.asarray(returns, dtype=float).reshape(-1))
+    return float(ordered[:max(1, math.ceil(level * ordered.size - 1e-9))].mean())
+
+
+RISK_COLUMNS = ("final_var10", "final_cvar10")
+
+
+def group_dataset(row: dict) -> str:
+    """The dataset a row is grouped under: its name, with the evaluation's perturbation when there is one."""
+    perturbation = str(row.get("eval_perturbation") or "none")
+    return str(row["dataset"]) if perturbation == "none" else f"{row['dataset']} [{perturbation}]"
+
+
+def _risk_means(rows: list[dict]) -> dict:
+    """Mean over seeds of each risk column; NaN when no row of the group recorded it."""
+    means = {}
+    for column in RISK_COLUMNS:
+        values = [float(r[column]) for r in rows if r.get(column) not in (None, "")]
+        means[f"{column}_mean"] = float(np.mean(values)) if values else float("nan")
+    return means
 
 
 # -------------------------------------------------------------------------------------- aggregation
@@ -320,9 +371,11 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
     scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {k: [] for k in SCORE_KINDS})
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
+        grouped[(str(row["agent"]), group_dataset(row))].append(row)
         for kind in SCORE_KINDS:
-            scores[(str(row["agent"]), str(row["dataset"]))][kind].append(
+            scores[(str(row["agent"]), group_dataset(row))][kind].append(
                 _as_finite_float(f"{kind}_score", row[f"{kind}_score"]))
 
     by_agent: dict[str, list[str]] = defaultdict(list)
@@ -338,6 +391,7 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
             for kind in SCORE_KINDS:
                 values = np.asarray(group[kind], dtype=float)
                 entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
+            entry.update(_risk_means(grouped[(agent, dataset)]))
             aggregated.append(entry)
         if len(datasets) > 1:
             entry = {"agent": agent, "dataset": ALL_DATASETS, "n_datasets": len(datasets),
@@ -346,6 +400,7 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
                 groups = [np.asarray(scores[(agent, d)][kind], dtype=float) for d in datasets]
                 ci = _stratified_bootstrap_ci(groups, n_boot, confidence, seed)
                 entry.update(_summary(np.concatenate(groups), kind, ci))
+            entry.update(_risk_means([r for d in datasets for r in grouped[(agent, d)]]))
             aggregated.append(entry)
     return aggregated
 
@@ -378,6 +433,9 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
     header = ["agent", "dataset", "n"]
     for kind in which:
         header += [f"{kind} mean ± std", f"{kind} IQM", f"{kind} IQM {ci_label}"]
+    risk = "final" in which
+    if risk:
+        header += ["final VaR10", "final CVaR10"]
     body = []
     for row in aggregated:
         cells = [str(row["agent"]), str(row["dataset"]), str(row["n"])]
@@ -385,6 +443,8 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
             cells += [f"{row[f'{kind}_mean']:.2f} ± {row[f'{kind}_std']:.2f}",
                       f"{row[f'{kind}_iqm']:.2f}",
                       f"[{row[f'{kind}_ci_lo']:.2f}, {row[f'{kind}_ci_hi']:.2f}]"]
+        if risk:
+            cells += [_number_or_dash(row.get(f"{column}_mean")) for column in RISK_COLUMNS]
         body.append(cells)
 
     if fmt == "markdown":
@@ -403,10 +463,16 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
     return "\n".join([line(header), rule] + [line(c) for c in body]) + "\n"
 
 
+def _number_or_dash(value) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
 def _format_csv(aggregated: list[dict], which: tuple[str, ...]) -> str:
     columns = ["agent", "dataset", "n_datasets", "n", "confidence"]
     for kind in which:
         columns += [f"{kind}_{stat}" for stat in ("mean", "std", "iqm", "ci_lo", "ci_hi")]
+    if "final" in which:
+        columns += [f"{column}_mean" for column in RISK_COLUMNS]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
