@@ -90,6 +90,9 @@ class CDSA(PolicyWrapper):
         super().__init__(spec, config, seeds, device)
         c, S, d, a = config, len(seeds), spec.obs_dim, spec.act_dim
         self.obs_norm = ObsNormalizer(d)
+        # [ours] The RMS of one step's change of the normalised state: the inverse model reads, and the forward
+        # model predicts, changes in this unit, so both see inputs and targets of order one.
+        self.register_buffer("delta_scale", torch.ones(()))
         self.scaler = ActionScaler(spec.action_low, spec.action_high)
         self.score_model = ScoreModel(seeds, d, c.hidden, c.sigma_min, c.sigma_max, c.num_sigmas)
         self.inverse = init_seeded(MLP((S,), 2 * d, c.hidden, a), seeds, "inverse")
@@ -99,30 +102,35 @@ class CDSA(PolicyWrapper):
 
     def prepare(self, dataset, cache=None):
         self.obs_norm.fit(dataset.observations)
+        delta = self.obs_norm(torch.as_tensor(dataset.next_observations)) - self.obs_norm(
+            torch.as_tensor(dataset.observations))
+        self.delta_scale.copy_(delta.pow(2).mean().sqrt().clamp(min=1e-6))
         super().prepare(dataset, cache)
 
     def inverse_action(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
         """I_φ: the action that takes normalised state s to s_next, in the action box."""
-        return self.scaler(torch.tanh(self.inverse(torch.cat([s, s_next - s], -1))))
+        return self.scaler(torch.tanh(self.inverse(torch.cat([s, (s_next - s) / self.delta_scale], -1))))
+
+    def model_step(self, s: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The forward model's next normalised state."""
+        return s + self.delta_scale * self.forward_model(torch.cat([s, self.scaler.to_unit(action)], -1))
 
     def predicted_next(self, s: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """ŝ' in normalised units: the forward model's, or s itself (next_state="current")."""
-        if self.config.next_state == "current":
-            return s
-        return s + self.forward_model(torch.cat([s, self.scaler.to_unit(action)], -1))
+        return s if self.config.next_state == "current" else self.model_step(s, action)
 
     def policy_states(self, s: torch.Tensor) -> torch.Tensor:
         """States the base policy reaches in `policy_horizon` forward-model steps from data states s."""
         for _ in range(self.config.policy_horizon):
             raw = s * self.obs_norm.std + self.obs_norm.mean
-            s = s + self.forward_model(torch.cat([s, self.scaler.to_unit(self.base_act(raw))], -1))
+            s = self.model_step(s, self.base_act(raw))
         return s.detach()
 
     def update(self, batch, step):
         obs, next_obs = self.obs_norm(batch["observations"]), self.obs_norm(batch["next_observations"])
         actions = batch["actions"]
         forward_loss = (self.forward_model(torch.cat([obs, self.scaler.to_unit(actions)], -1))
-                        - (next_obs - obs)).pow(2).sum(-1).mean(-1)
+                        - (next_obs - obs) / self.delta_scale).pow(2).sum(-1).mean(-1)
         inverse_loss = (self.scaler.to_unit(self.inverse_action(obs, next_obs))
                         - self.scaler.to_unit(actions)).pow(2).sum(-1).mean(-1)
         states = obs if self.config.density == "dataset" else self.policy_states(obs)

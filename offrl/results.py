@@ -96,7 +96,7 @@ def _coerce_row(row: dict) -> dict:
             typed[name] = None
         elif name in INT_FIELDS:
             typed[name] = _as_int(name, value)
-        elif name in FLOAT_FIELDS:
+        elif name in FLOAT_FIELDS or name in OPTIONAL_FLOAT_FIELDS:
             typed[name] = _as_finite_float(name, value)
         else:
             if value is None:
