@@ -393,6 +393,8 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
                 entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
             entry.update(_risk_means(grouped[(agent, dataset)]))
             aggregated.append(entry)
+        # Pooled over datasets under the standard evaluation only: a perturbed one is another test, not a dataset.
+        datasets = [d for d in datasets if all(group_dataset(r) == r["dataset"] for r in grouped[(agent, d)])]
         if len(datasets) > 1:
             entry = {"agent": agent, "dataset": ALL_DATASETS, "n_datasets": len(datasets),
                      "n": sum(len(scores[(agent, d)]["final"]) for d in datasets), "confidence": confidence}

@@ -37,6 +37,7 @@ def test_table_shows_risk_means_per_agent_and_evaluation(tmp_path):
     assert agg["pointmass-medium"]["final_var10_mean"] == 55.0
     assert agg["pointmass-medium"]["final_cvar10_mean"] == 35.0
     assert agg["pointmass-medium [action_noise=0.3]"]["final_var10_mean"] == 20.0
+    assert "all datasets" not in agg  # a perturbed evaluation is not pooled as another dataset
     text = format_table(aggregate(rows))
     assert "final VaR10" in text and "final CVaR10" in text
     line = next(l for l in text.splitlines() if "pointmass-medium " in l and "[" not in l.split("  ")[1])
