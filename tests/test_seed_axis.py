@@ -8,8 +8,7 @@ from offrl.registry import register_agent
 from conftest import train_agent
 
 # Small networks; for agents with a dynamics stage, a small model fitted for a few epochs; a policy wrapper
-# (CDSA) trains its base in place for 50 updates. Each agent gets
-# the keys its Config has.
+# (CDSA) trains its base in place for 50 updates. Each agent gets the keys its Config has.
 # CSVE at τ_α = -10: with its default τ_α = 0 the gap Δ sits near τ_α on this task, where Adam's step on log α
 # has the sign of a near-zero gradient, so a last-bit difference flips it and grows (measured: 6e-8 after 50
 # updates, 1.4e-3 after 200). Away from the boundary the comparison isolates the seed axis.
