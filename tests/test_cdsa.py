@@ -105,3 +105,13 @@ def test_a_cdsa_run_is_a_normal_run_and_resumes_to_the_same_result(tmp_path):
     resumed = Trainer.resume(killed.run_dir, log=lambda m: None).fit()
     assert [r["final_score"] for r in resumed] == full.history[-1]["scores"]
     assert all(r["agent"] == "cdsa" and r["final_cvar10"] <= r["final_var10"] for r in resumed)
+
+
+def test_the_policy_density_trains_on_states_the_base_policy_reaches(pointmass):
+    data = pointmass("medium", 2_000)
+    agent = _cdsa(data, [0], base_steps=5, density="policy", policy_horizon=2)
+    obs = agent.obs_norm(torch.as_tensor(data.observations[:64]))[None]
+    reached = agent.policy_states(obs)
+    assert reached.shape == obs.shape and not torch.equal(reached, obs)
+    trained = train_agent("cdsa", data, 5, base_steps=5, density="policy", hidden=[32, 32])
+    assert all(torch.isfinite(p).all() for p in trained.score_model.parameters())
