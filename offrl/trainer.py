@@ -35,11 +35,12 @@ from offrl.build import agent_config, build_run, load_plugins
 from offrl.cache import Cache, dataset_fingerprint
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
-from offrl.evaluation import Evaluator
+from offrl.evaluation import Evaluator, Perturbation
 from offrl.machine import hardware, pick_device, set_threads
 from offrl.online import OnlinePhase
 from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
+from offrl.results import RISK_LEVEL, conditional_value_at_risk, value_at_risk
 from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
 from offrl.version import __version__
@@ -55,6 +56,12 @@ class TrainConfig:
     eval_seed: cfg.Seed = 10_000  # env seed of evaluation episode k is eval_seed + k
     log_every: cfg.PositiveInt = 1_000  # updates between metric reads (TensorBoard, progress bar, NaN check)
     checkpoint_every: cfg.PositiveInt = 50_000  # updates between atomic checkpoints (and one at the end)
+    # Robustness evaluation (offrl/evaluation.py Perturbation): every evaluation of the run is perturbed.
+    eval_action_noise: cfg.NonNegativeFloat = 0.0  # σ of Gaussian action noise, fraction of the half-range
+    eval_start_shift: cfg.NonNegativeFloat = 0.0  # starts moved out of the data's region (envs that define it)
+
+    def perturbation(self) -> Perturbation:
+        return Perturbation(action_noise=self.eval_action_noise, start_shift=self.eval_start_shift)
 
 
 def git_revision() -> str:
@@ -116,6 +123,7 @@ class Trainer:
                                      "ref_max_score), so no normalised score can be reported; add them to its "
                                      "metadata")
             check_results_table(spec.results)
+            self.train_cfg.perturbation().check(self.dataset.make_env())
             parts = build_run(spec.agent, self.dataset, self.agent_cfg, self.seeds, self.device, spec.compile,
                               total_steps=self.train_cfg.steps, cache=Cache(log=log), log=log)
             self.agent, self.buffer, self.train_step = parts.agent, parts.buffer, parts.train_step
@@ -291,9 +299,18 @@ class Trainer:
                   "scores": [float(s) for s in np.asarray(scores).reshape(-1)]}
         if self.train_cfg.online_steps:
             record["env_step"] = self.env_step
+        record.update(self.risk_of(returns))
         self.history.append(record)
         self.folder.write_evaluations(self.seeds, self.history)
         return record
+
+    def risk_of(self, returns: np.ndarray) -> dict:
+        """Per seed: VaR and CVaR at RISK_LEVEL of the episodes' returns, as normalised scores (the
+        normalisation is increasing and affine, so it commutes with both)."""
+        def normalised(values):
+            return [float(v) for v in np.asarray(self.dataset.normalized_score(np.asarray(values))).reshape(-1)]
+        return {"var": normalised([value_at_risk(r, RISK_LEVEL) for r in returns]),
+                "cvar": normalised([conditional_value_at_risk(r, RISK_LEVEL) for r in returns])}
 
     def fit(self, stop_at: int | None = None, stop_online_at: int | None = None) -> list[dict] | None:
         """Train to `train.steps`, then online to `train.online_steps`, then finish. `stop_at` (an update) and
@@ -329,7 +346,8 @@ class Trainer:
 
         tc = self.train_cfg
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device)
+        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device,
+                              perturbation=tc.perturbation())
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"{self.spec.agent} {self.spec.dataset}",
                    unit="upd", dynamic_ncols=True, mininterval=1.0, disable=None)
         session_start, train_time_start = time.perf_counter(), self.clock.totals["train"]
@@ -502,7 +520,11 @@ class Trainer:
                 ref_max_score=self.dataset.ref_max_score, config_hash=cfg.config_hash(self.agent_cfg),
                 device=str(self.device), hardware=hardware(self.device), torch_version=torch.__version__,
                 wall_clock_s=round(self.wall_clock, 1), updates_per_s=round(self.updates_per_s(), 2),
-                run_dir=str(self.run_dir), **self.phase_scores(i)))
+                run_dir=str(self.run_dir), **self.phase_scores(i),
+                # Risk of the last evaluation's episodes (absent from histories written before it was kept).
+                final_var10=final["var"][i] if "var" in final else None,
+                final_cvar10=final["cvar"][i] if "cvar" in final else None,
+                eval_perturbation=self.train_cfg.perturbation().label()))
         return rows
 
     def finish(self) -> list[dict]:

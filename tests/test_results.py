@@ -40,6 +40,9 @@ def make_row(**overrides):
         "wall_clock_s": 123.456,
         "updates_per_s": 810.0,
         "run_dir": "runs/td3bc, pointmass \"medium\"/seed0",
+        "final_var10": 60.5,
+        "final_cvar10": 55.25,
+        "eval_perturbation": "none",
     }
     row.update(overrides)
     return row
@@ -303,8 +306,9 @@ def test_format_text_shows_the_statistics_aligned():
 def test_format_markdown_is_a_github_table():
     aggregated = export_example()
     lines = format_table(aggregated, "markdown", which=("final",)).splitlines()
-    assert lines[0] == "| agent | dataset | n | final mean ± std | final IQM | final IQM 95% CI |"
-    assert lines[1] == "| --- | --- | ---: | ---: | ---: | ---: |"
+    assert lines[0] == ("| agent | dataset | n | final mean ± std | final IQM | final IQM 95% CI | final VaR10 | "
+                        "final CVaR10 |")
+    assert lines[1] == "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     assert lines[2].startswith("| td3bc | a | 4 | 25.00 ± 12.91 | 25.00 | [")
     assert len(lines) == 2 + len(aggregated)
     assert "best" not in "\n".join(lines)
