@@ -75,6 +75,16 @@ def git_revision() -> str:
     return __version__
 
 
+def default_run_name(agent: str, dataset: str, out_dir: Path) -> str:
+    """agent_dataset_time, with -2, -3, ... when a run of the same agent and dataset started in the same second."""
+    base = f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while (out_dir / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 def code_range(revisions: list[str]) -> str:
     """The revision a run trained under, or "FIRST..LAST" (git's range notation) if resumed under newer code."""
     return revisions[0] if revisions[-1] == revisions[0] else f"{revisions[0]}..{revisions[-1]}"
@@ -166,8 +176,7 @@ class Trainer:
         train = train or TrainConfig()
         if not info.offline:  # trained from scratch in the environment: no offline updates
             train = dataclasses.replace(train, steps=0)
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = run_name or f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{stamp}"
+        name = run_name or default_run_name(agent, dataset, Path(out_dir))
         folder = RunFolder(Path(out_dir) / name)
         if folder.exists():
             raise OfflineRLError(f"run folder {folder.path} exists: resume it with --resume {folder.path}")
