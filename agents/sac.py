@@ -51,4 +51,5 @@ class SAC(SACAgent):
 
 register_agent("sac", SAC, Config, paper="Haarnoja et al. 2018 (arXiv 1812.05905), as WSRL fine-tunes",
                family="online, from scratch", phases=("online",),
-               family_defaults={"pointmass": {"hidden": (64, 64)}})
+               family_defaults={"pointmass": {"hidden": (32, 32), "num_critics": 4, "batch_size": 256,
+                                              "online_batch_size": 256, "utd": 2}})
