@@ -1,6 +1,4 @@
 """WSRL: fine-tuned online (warm-up, then SAC on its own buffer only), it improves on its pre-trained policy."""
-import numpy as np
-
 from offrl.trainer import TrainConfig, Trainer
 
 
