@@ -28,6 +28,9 @@ actor after the critics) rather than from one set of parameters; during the crit
 Adam does not step (the JAX code steps it with zero gradients, which decays its moments); the max-target
 backup stays on only offline (WSRL's locomotion SAC has none; AntMaze keeps it: `online_max_target_backup`);
 no reward transform (locomotion's is the identity); noise from offrl's per-seed streams.
+
+On the pointmass toy, `family_defaults` (TOY) use 32×32 networks, 4 critics, 4 candidate and backup actions
+and online batches of 256 at UTD 2, so a toy run takes minutes on a CPU instead of about an hour.
 """
 from __future__ import annotations
 
