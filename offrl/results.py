@@ -283,6 +283,16 @@ def conditional_value_at_risk(returns, level: float = RISK_LEVEL) -> float:
 RISK_COLUMNS = ("final_var10", "final_cvar10")
 
 
+def label_configs(rows: list[dict]) -> list[dict]:
+    """The rows, with "agent [first 6 digits of config_hash]" as the agent of every row whose agent ran more
+    than one configuration on the same dataset (and evaluation); other rows keep their agent's name."""
+    configs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        configs[(str(row["agent"]), group_dataset(row))].add(str(row.get("config_hash", "")))
+    return [dict(row, agent=f"{row['agent']} [{str(row.get('config_hash', ''))[:6]}]")
+            if len(configs[(str(row["agent"]), group_dataset(row))]) > 1 else row for row in rows]
+
+
 def group_dataset(row: dict) -> str:
     """The dataset a row is grouped under: its name, with the evaluation's perturbation when there is one."""
     perturbation = str(row.get("eval_perturbation") or "none")
@@ -388,8 +398,11 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     the pooled row last. Every group's bootstrap uses a generator seeded with `seed` alone, so a group's
     interval does not change when other agents or datasets are added to the table.
 
-    Every row of a group counts as one seed: a seed run twice and appended twice counts twice.
+    Every row of a group counts as one seed: a seed run twice and appended twice counts twice. Rows of one
+    agent on one dataset trained with different configurations (a `--set` sweep, an ablation flag) are not
+    pooled: each configuration is its own group, labelled "agent [config hash]" (see `label_configs`).
     """
+    rows = label_configs(rows)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:

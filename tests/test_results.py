@@ -334,3 +334,15 @@ def test_format_rejects_unknown_format_and_kind():
         format_table(export_example(), "html")
     with pytest.raises(ValueError, match="which"):
         format_table(export_example(), "text", which=("median",))
+
+
+def test_two_configurations_of_one_agent_are_not_pooled_in_the_table():
+    """WSRL with and without warm-up on one dataset: two groups, each labelled by its config hash."""
+    rows = [make_row(agent="wsrl", seed=s, config_hash="aaaaaa11", final_score=90.0 + s) for s in (0, 1)]
+    rows += [make_row(agent="wsrl", seed=s, config_hash="bbbbbb22", final_score=10.0 + s) for s in (0, 1)]
+    rows += [make_row(agent="sac", seed=0, config_hash="cccccc33", final_score=50.0)]
+    agg = {r["agent"]: r for r in aggregate(rows)}
+    assert set(agg) == {"wsrl [aaaaaa]", "wsrl [bbbbbb]", "sac"}
+    assert agg["wsrl [aaaaaa]"]["n"] == 2 and agg["wsrl [aaaaaa]"]["final_mean"] == 90.5
+    assert agg["wsrl [bbbbbb]"]["final_mean"] == 10.5
+    assert "wsrl [aaaaaa]" in format_table(aggregate(rows))
