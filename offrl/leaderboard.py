@@ -59,17 +59,7 @@ def results_root() -> Path:
 
 def select(rows: list[dict], agents=None, datasets=None) -> list[dict]:
     """The rows of the given agents and datasets (None: all), or an error naming what matched nothing."""
-    for field, wanted in (("agent", agents), ("dataset", datasets)):
-        if wanted:
-            present = {r[field] for r in rows}
-            missing = [w for w in wanted if w not in present]
-            if missing:
-                raise OfflineRLError(f"no result rows for {field} {', '.join(missing)} "
-                                     f"(the table has: {', '.join(sorted(present)) or 'nothing'})")
-            rows = [r for r in rows if r[field] in wanted]
-    if not rows:
-        raise OfflineRLError("no result rows to publish")
-    return rows
+    return results.select_rows(rows, agents, datasets, purpose="to publish")
 
 
 def check_comparable(rows: list[dict]) -> None:

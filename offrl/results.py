@@ -215,6 +215,21 @@ def _format_value(value) -> str:
     return repr(value) if isinstance(value, float) else "" if value is None else str(value)
 
 
+def select_rows(rows: list[dict], agents=None, datasets=None, purpose: str = "to use") -> list[dict]:
+    """The rows of the given agents and datasets (None: all); an error names what matched nothing."""
+    for field, wanted in (("agent", agents), ("dataset", datasets)):
+        if wanted:
+            present = {r[field] for r in rows}
+            missing = [w for w in wanted if w not in present]
+            if missing:
+                raise OfflineRLError(f"no result rows for {field} {', '.join(missing)} "
+                                     f"(the table has: {', '.join(sorted(present)) or 'nothing'})")
+            rows = [r for r in rows if r[field] in wanted]
+    if not rows:
+        raise OfflineRLError(f"no result rows {purpose}")
+    return rows
+
+
 def read_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of the results table at `path`, with integers and floats parsed back.
 
