@@ -112,6 +112,46 @@ class PhaseClock:
         return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(self.totals.items(), key=lambda kv: -kv[1]))
 
 
+class PhaseSession:
+    """What one phase's loop holds while it runs (the offline updates, or the online environment steps): the
+    TensorBoard writer, the evaluator, the progress bar, and the checkpoint and stop rules both loops share.
+    `position` is the phase's counter (updates or environment steps)."""
+
+    def __init__(self, trainer: "Trainer", total: int, position: int, desc: str, unit: str, tb_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        tc = trainer.train_cfg
+        self.trainer = trainer
+        self.writer = SummaryWriter(str(trainer.run_dir / "tb"), purge_step=tb_step or None)
+        self.evaluator = Evaluator(trainer.dataset, len(trainer.seeds), tc.eval_episodes, tc.eval_seed,
+                                   trainer.device, perturbation=tc.perturbation())
+        self.bar = tqdm(total=total, initial=position, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0,
+                        disable=None)
+        self.started, self.saved_at = time.perf_counter(), position  # saved_at: the newest checkpoint's position
+
+    def checkpoint(self, position: int) -> None:
+        t = self.trainer
+        with t.clock("checkpoint"):
+            t.wall_clock += time.perf_counter() - self.started
+            self.started = time.perf_counter()
+            t.save_checkpoint()
+            self.saved_at = position
+
+    def stop_if_asked(self, stop: StopSignals, position: int, where: str) -> None:
+        """SIGINT/SIGTERM arrived during the last step: keep that step in a checkpoint, then end the run."""
+        if stop.requested:
+            if self.saved_at != position:
+                self.checkpoint(position)
+            raise RunInterrupted(f"{stop.name}: stopped at {where} and saved a checkpoint of it; continue with: "
+                                 f"offrl run --resume {self.trainer.run_dir}", stop.signum)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+        self.evaluator.close()
+
+
 class Trainer:
     def __init__(self, folder: RunFolder, spec: RunSpec, log=print, dataset=None, agent_cfg=None,
                  clock: PhaseClock | None = None):
@@ -350,39 +390,18 @@ class Trainer:
                 self.folder.unlock()
 
     def _train(self, stop_at: int | None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
         tc = self.train_cfg
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device,
-                              perturbation=tc.perturbation())
-        bar = tqdm(total=tc.steps, initial=self.step, desc=f"{self.spec.agent} {self.spec.dataset}",
-                   unit="upd", dynamic_ncols=True, mininterval=1.0, disable=None)
-        session_start, train_time_start = time.perf_counter(), self.clock.totals["train"]
-        steps_start = self.step
+        session = PhaseSession(self, tc.steps, self.step, f"{self.spec.agent} {self.spec.dataset}", "upd", self.step)
+        writer, evaluator, bar = session.writer, session.evaluator, session.bar
+        train_time_start, steps_start = self.clock.totals["train"], self.step
         metrics: dict = {}
-        saved_at = self.step  # the step of the newest checkpoint (or of the start)
-
-        def checkpoint():
-            nonlocal session_start, saved_at
-            with self.clock("checkpoint"):
-                self.wall_clock += time.perf_counter() - session_start
-                session_start = time.perf_counter()
-                self.save_checkpoint()
-                saved_at = self.step
-
         self.agent.train()
         try:
             with StopSignals() as stop:
                 while self.step < tc.steps:
                     if stop_at is not None and self.step >= stop_at:
                         return
-                    if stop.requested:  # SIGINT/SIGTERM arrived during the last step: keep it, then end
-                        if saved_at != self.step:
-                            checkpoint()
-                        raise RunInterrupted(f"{stop.name}: stopped at step {self.step:,} and saved a checkpoint of "
-                                             f"it; continue with: offrl run --resume {self.run_dir}", stop.signum)
+                    session.stop_if_asked(stop, self.step, f"step {self.step:,}")
                     with self.clock("train"):
                         self.step += 1
                         metrics = self.train_step(self.step)
@@ -408,12 +427,10 @@ class Trainer:
                                      f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}, "
                                      f"{rate:.1f} updates/s")
                     if self.step % tc.checkpoint_every == 0 or boundary:
-                        checkpoint()
+                        session.checkpoint(self.step)
         finally:
-            bar.close()
-            writer.close()
-            evaluator.close()
-        self.wall_clock += time.perf_counter() - session_start
+            session.close()
+        self.wall_clock += time.perf_counter() - session.started
 
     def online_points(self) -> dict[str, int]:
         """The environment steps at which the result row records the online phase's score."""
@@ -423,41 +440,22 @@ class Trainer:
     def _train_online(self, stop_at: int | None) -> None:
         """The online phase: each environment step collects one transition per seed environment; after the
         warm-up each is followed by one update. Logging, evaluation and checkpoints count environment steps."""
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
         tc = self.train_cfg
         self.begin_online()
         online = self.online
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=(self.step + self.env_step) or None)
-        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device)
-        bar = tqdm(total=tc.online_steps, initial=self.env_step, desc=f"{self.spec.agent} {self.spec.dataset} online",
-                   unit="env step", dynamic_ncols=True, mininterval=1.0, disable=None)
-        session_start, saved_at = time.perf_counter(), self.env_step
+        session = PhaseSession(self, tc.online_steps, self.env_step, f"{self.spec.agent} {self.spec.dataset} online",
+                               "env step", self.step + self.env_step)
+        writer, evaluator, bar = session.writer, session.evaluator, session.bar
         points = set(self.online_points().values())
         recent: dict[int, float] = {}  # seed index -> return of its last finished episode
         metrics: dict = {}
-
-        def checkpoint():
-            nonlocal session_start, saved_at
-            with self.clock("checkpoint"):
-                self.wall_clock += time.perf_counter() - session_start
-                session_start = time.perf_counter()
-                self.save_checkpoint()
-                saved_at = self.env_step
-
         self.agent.train()
         try:
             with StopSignals() as stop:
                 while self.env_step < tc.online_steps:
                     if stop_at is not None and self.env_step >= stop_at:
                         return
-                    if stop.requested:
-                        if saved_at != self.env_step:
-                            checkpoint()
-                        raise RunInterrupted(f"{stop.name}: stopped at online step {self.env_step:,} and saved a "
-                                             f"checkpoint of it; continue with: offrl run --resume {self.run_dir}",
-                                             stop.signum)
+                    session.stop_if_asked(stop, self.env_step, f"online step {self.env_step:,}")
                     with self.clock("env"):
                         finished = online.envs.step(self.agent, online.buffer)
                     self.env_step += 1
@@ -490,12 +488,10 @@ class Trainer:
                             self.log(f"online step {self.env_step:,}/{tc.online_steps:,}: normalised score "
                                      f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}")
                     if self.env_step % tc.checkpoint_every == 0 or boundary:
-                        checkpoint()
+                        session.checkpoint(self.env_step)
         finally:
-            bar.close()
-            writer.close()
-            evaluator.close()
-        self.wall_clock += time.perf_counter() - session_start
+            session.close()
+        self.wall_clock += time.perf_counter() - session.started
 
     # ---- finishing ------------------------------------------------------------------------------
     def updates_per_s(self) -> float:
