@@ -188,4 +188,4 @@ for _base, (_cls, _config, _family) in VARIANTS.items():
     register_agent(f"cocoa-{_base}", _cls, _config, paper=PAPER, base=_base, stages=STAGES, family_defaults=_family,
                    family=f"{_base.upper()} on anchors and differences (compositional conservatism)")
 register_variants("cocoa", "base", {b: f"cocoa-{b}" for b in VARIANTS}, default="iql", paper=PAPER, stages=STAGES,
-                  family="compositional conservatism on cql, iql, mopo, mobile (--set base=...)")
+                  family="compositional conservatism on a base")
