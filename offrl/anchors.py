@@ -212,7 +212,6 @@ class AnchorEncoder(nn.Module):
         self.obs_dim, self.horizon = obs_dim, horizon
         self.dynamics = EnsembleDynamics(obs_dim, act_dim, dynamics_config).requires_grad_(False)
         self.seeker = AnchorSeeker(obs_dim, act_dim, seeker_hidden, low, high).requires_grad_(False)
-        self.calls = 0  # anchor computations so far (a Python counter, for tests; not state)
 
     def load(self, dynamics: EnsembleDynamics, seeker: AnchorSeeker) -> None:
         """Take the fitted model's and seeker's weights."""
@@ -221,7 +220,6 @@ class AnchorEncoder(nn.Module):
 
     @torch.no_grad()
     def anchors(self, obs: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
         anchor = obs
         for _ in range(self.horizon):
             anchor = self.dynamics.elite_mean_state(anchor, self.seeker(anchor))
