@@ -87,13 +87,16 @@ def register_variants(name: str, key: str, variants: dict[str, str], default: st
     return _VARIANTS[name]
 
 
-def resolve_variant(name: str, overrides: dict | None = None, file_values: dict | None = None) -> str:
+def resolve_variant(name: str, overrides: dict | None = None, file_values=None) -> str:
     """The registered agent NAME stands for: NAME itself, or for a variant family the agent its key picks
-    (from `overrides`, then `file_values` (a YAML config file's mapping), else its default)."""
+    (from `overrides`, then `file_values` (a YAML config file's mapping, or a function that reads it, called
+    only for a family), else its default)."""
     discover()
     group = _VARIANTS.get(name)
     if group is None:
         return name
+    if callable(file_values):
+        file_values = file_values()
     for values in (overrides or {}, file_values or {}):
         if group.key in values:
             value = values[group.key]
