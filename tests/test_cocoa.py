@@ -133,6 +133,7 @@ def test_cocoa_names_its_base_and_acts_without_the_cache(medium, tmp_path, data_
 
     assert registry.resolve_variant("cocoa") == "cocoa-iql"
     assert registry.resolve_variant("cocoa", {"base": "mopo"}) == "cocoa-mopo"
+    assert registry.resolve_variant("cocoa", {}, lambda: {"base": "cql"}) == "cocoa-cql"  # from a config file
     tiny = dict(hidden=[32, 32], rollout_batch=200, rollout_freq=10, **MODEL)
     run = offrl.train("cocoa", "pointmass-medium", seeds=[0], steps=20, eval_every=20, eval_episodes=1,
                       out=tmp_path, dataset_size=20_000, base="mopo", **tiny)
@@ -158,3 +159,14 @@ def test_cocoa_learns_pointmass(medium, name, overrides, threshold):
     # Random scores 0, the medium behaviour policy about 45. Observed after 1,000 updates: cocoa-iql 94.0,
     # cocoa-mopo 43.9 (plain MOPO at 2,000 updates: 51.5; its actor lr decays to 0 over the run).
     assert score.mean() > threshold, score
+
+
+def test_offrl_agents_lists_cocoa_with_its_stages():
+    from click.testing import CliRunner
+    from offrl.cli import main
+
+    out = CliRunner().invoke(main, ["agents"]).output
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("cocoa")}
+    assert set(rows) == {"cocoa", "cocoa-cql", "cocoa-iql", "cocoa-mopo", "cocoa-mobile"}
+    assert all("dynamics, reverse_dynamics, anchor_seeker" in line for line in rows.values())
+    assert "cocoa-iql unless --set base=" in rows["cocoa"]
