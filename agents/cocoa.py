@@ -45,7 +45,7 @@ from typing import Literal
 from torch import nn
 
 from offrl.anchors import AnchorEncoder, SeekerConfig, load_or_build_seeker
-from offrl.config import NonNegativeFloat, NonNegativeInt, PositiveInt, Seed, Widths
+from offrl.config import NonNegativeFloat, PositiveInt, Seed, Widths
 from offrl.critics import EnsembleCritic
 from offrl.dynamics import DynamicsConfig, load_or_fit
 from offrl.errors import OfflineRLError
@@ -73,7 +73,7 @@ class CocoaFields:
     seeker_noise: NonNegativeFloat = 0.1  # its Gaussian noise (--noise_coef)
     seeker_hidden: Widths = (100, 100)  # the seeker's widths
     seeker_max_epochs: PositiveInt = 50  # cap on the seeker's epochs (early stop: < 0.5 % change 5 times)
-    seeker_patience: NonNegativeInt = 5  # epochs in a row of < 0.5 % loss change that stop the fit
+    seeker_patience: PositiveInt = 5  # epochs in a row of < 0.5 % loss change that stop the fit
 
 
 @dataclass
