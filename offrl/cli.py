@@ -259,6 +259,9 @@ def agents(plugins):
     for p in plugins:
         registry.load_plugin(p)
     rows = [(a.name, a.paper, a.family, ", ".join(a.stages) or "-") for a in registry.all_agents()]
+    rows += [(v.name, v.paper, f"{v.family}; = {v.variants[v.default]} unless --set {v.key}=...",
+              ", ".join(v.stages) or "-") for v in registry.all_variants()]
+    rows.sort()
     echo_columns(("name", "paper", "family", "stages"), rows)
 
 
@@ -469,8 +472,8 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     load_plugins(tuple(plugins) + tuple(p for job in jobs for p in job.plugins))  # before any agent is built
     if not from_runs:
         names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
-        jobs = [BenchJob(name, dataset, None, s, cfg.parse_set(sets)) for name in names
-                for s in parse_seeds(seed_counts)]
+        jobs = [BenchJob(registry.resolve_variant(name, cfg.parse_set(sets)), dataset, None, s, cfg.parse_set(sets))
+                for name in names for s in parse_seeds(seed_counts)]
         for job in jobs:  # agent names and --set values, before any dataset is built
             cfg.apply(registry.get(job.agent).config_cls(), job.overrides)
     dev = pick_device(device)

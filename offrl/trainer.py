@@ -208,6 +208,8 @@ class Trainer:
             raise OfflineRLError(f"--seeds must be distinct integers, got {seeds}")
         check_data_folder()
         load_plugins(plugins)
+        # A variant family's name (cocoa) becomes the agent its key picks (cocoa-iql), which the run records.
+        agent = registry.resolve_variant(agent, overrides, lambda: cfg.load_yaml(config_file) if config_file else {})
         info = registry.get(agent)
         # The config's keys and values are checked before the dataset is resolved (which may build it);
         # the family's defaults need the dataset.
