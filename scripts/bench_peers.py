@@ -11,7 +11,8 @@ them: whole steps (batch sampling + update), offrl through its training step and
 `sample_transition_batch` + `update`, as its `fit` loop does. Every (library, thread count) is a fresh
 process, so each picks its own OpenMP set-up the way a user's run would; the processes alternate within a
 round and the rounds repeat, and the table gives each cell's median over the rounds with the load average.
-offrl is also timed at S = 4 seeds per process (seed-updates/s). Speed is measured here and by `offrl bench`, never in tests.
+offrl is also timed at S = 4 seeds per process (seed-updates/s). Speed is measured here and by `offrl bench`,
+never in tests.
 """
 from __future__ import annotations
 
