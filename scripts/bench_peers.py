@@ -31,6 +31,9 @@ D3RLPY = "d3rlpy==2.8.1"
 # offrl agent -> what d3rlpy calls it (None: d3rlpy has none), with offrl's default networks.
 AGENTS = {"td3bc": "TD3+BC", "iql": "IQL", "bc": "BC", "cql": "CQL", "sacn": "SAC-N", "edac": None, "calql": "Cal-QL"}
 QUICK_AGENTS = ("td3bc", "iql")
+# SAC-N's and EDAC's hopper defaults (500 and 50 critics) would make one sitting hours long: both libraries
+# run 10 critics (SAC-N's and EDAC's halfcheetah value).
+OVERRIDES = {"sacn": {"num_critics": 10}, "edac": {"num_critics": 10}}
 
 
 def d3rlpy_python(cache: Path, log=print) -> Path:
@@ -63,6 +66,7 @@ def time_steps(step, seconds: float, warmup_s: float) -> float:
 
 
 def offrl_worker(args) -> None:
+    import offrl  # noqa: F401 - first: it sets OpenMP's wait policy before torch loads, as in a user's run
     import torch
 
     from offrl.build import agent_config, build_run
@@ -75,7 +79,8 @@ def offrl_worker(args) -> None:
     for agent in args.agents:
         for seeds in args.seeds:
             threads = set_threads(args.threads, seeds)
-            parts = build_run(agent, dataset, agent_config(agent, dataset), list(range(seeds)), torch.device("cpu"),
+            config = agent_config(agent, dataset, overrides=OVERRIDES.get(agent))
+            parts = build_run(agent, dataset, config, list(range(seeds)), torch.device("cpu"),
                               "eager", total_steps=1_000_000, cache=Cache(log=lambda m: None), log=lambda m: None)
             counter = iter(range(1, 10**9))
             rate = time_steps(lambda: parts.train_step(next(counter)), args.seconds, args.warmup)
