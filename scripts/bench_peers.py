@@ -28,8 +28,8 @@ from pathlib import Path
 
 TORCH = "torch==2.13.0"
 D3RLPY = "d3rlpy==2.8.1"
-# offrl agent -> what d3rlpy calls it (None: d3rlpy has none), with offrl's default networks.
-AGENTS = {"td3bc": "TD3+BC", "iql": "IQL", "bc": "BC", "cql": "CQL", "sacn": "SAC-N", "edac": None, "calql": "Cal-QL"}
+# offrl agent -> its name in the table; d3rlpy's worker times those it has a config for (all but EDAC).
+AGENTS = {"td3bc": "TD3+BC", "iql": "IQL", "bc": "BC", "cql": "CQL", "sacn": "SAC-N", "edac": "EDAC", "calql": "Cal-QL"}
 QUICK_AGENTS = ("td3bc", "iql")
 # SAC-N's and EDAC's hopper defaults (500 and 50 critics) would make one sitting hours long: both libraries
 # run 10 critics (SAC-N's and EDAC's halfcheetah value).
@@ -175,7 +175,7 @@ def table(rows: list[dict], loads: list[float], agents, threads, many: int) -> s
             o1, d, om = cell("offrl", agent, 1, t), cell("d3rlpy", agent, 1, t), cell("offrl", agent, many, t)
             ratio = f"{o1[0] / d[0]:.2f}x" if o1 and d else "-"
             scale = f"{om[0] / o1[0]:.2f}x" if o1 and om else "-"
-            lines.append(f"| {AGENTS[agent] or agent} | {t} | {fmt(o1)} | {fmt(d)} | {ratio} | {fmt(om)} | {scale} |")
+            lines.append(f"| {AGENTS[agent]} | {t} | {fmt(o1)} | {fmt(d)} | {ratio} | {fmt(om)} | {scale} |")
     load = (f"load average (1 min) during the sitting: {min(loads):.2f}-{max(loads):.2f}, "
             f"median {statistics.median(loads):.2f}")
     return "\n".join(lines) + "\n\nupdates/s per seed-process (median, min-max over rounds); " + load
