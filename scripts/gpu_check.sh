@@ -3,8 +3,9 @@
 # beside that torch, run the tests that train on CUDA, time every agent eager and with CUDA graphs, and train
 # 5 seeds of TD3+BC for 1M updates on hopper-medium.
 #
-#   scripts/gpu_check.sh download [PYVER]     here, with network: the wheels that machine lacks into .whl/
-#                                             (PYVER: its Python, default 3.12) plus offrl's own wheel
+#   scripts/gpu_check.sh download [PYVER]     here, with network: the wheels that machine lacks into .whl/;
+#                                             (PYVER: its Python, default 3.12) and offrl's wheel, built
+#                                             from this tree: download again after changing offrl
 #   scripts/gpu_check.sh [STAGE...]           there: stages install tests bench run (default: all, in order)
 #   scripts/gpu_check.sh --dry-run [STAGE...] here, on the CPU, with tiny budgets: the same commands
 #   scripts/gpu_check.sh rehearse             here: a clean venv with torch and the packages that machine
@@ -39,7 +40,7 @@ download() {  # here: wheels for the device's Python into .whl/, and offrl's own
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version "$pyver" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl $WHEELS
-  $PY -m pip wheel -q --no-deps --no-build-isolation -w .whl .  # offrl itself (pure Python)
+  $PY -m pip wheel -q --no-deps -w .whl .  # offrl itself (pure Python; built in an isolated environment)
   ls .whl
 }
 
