@@ -14,8 +14,11 @@
 #
 # Logs go to $OUT (the device machine's return folder) or /tmp/gpu_check. On the device, a call looks like
 #   run(command="bash scripts/gpu_check.sh install tests bench", carry=[".whl"], timeout_s=580)
-# with .whl ignored by git (echo /.whl/ >> .git/info/exclude). Budget: one call of at most 10 minutes; the
-# 1M-update run alone targets 10 minutes, so give it a call of its own (`... install run`).
+# with .whl ignored by git (echo /.whl/ >> .git/info/exclude). Budget: one call runs at most 10 minutes and a
+# session has 15 minutes of device time in all, starts included, so split the work over calls or sessions:
+# the 1M-update run alone targets 10 minutes (`... install run`), and compiling CUDA graphs takes a while for
+# each agent and S, so the bench can be narrowed: BENCH_AGENTS=td3bc,iql BENCH_SEEDS=1,64 BENCH_MODES=cudagraphs
+# (defaults: all, 1,16,64, "cudagraphs eager"; BENCH_STEPS 200). RUN_STEPS shortens the run (default 1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -62,7 +65,8 @@ tests() {  # the tests that train through conftest.train_agent, on the device
 }
 
 bench() {  # every agent, eager and with CUDA graphs, at S = 1, 16, 64 (dry run: two agents, tiny)
-  local args=(--agent all --env hopper-medium --device cuda --seeds 1,16,64 --steps 200) modes=(cudagraphs eager)
+  local args=(--agent "${BENCH_AGENTS:-all}" --env hopper-medium --device cuda --seeds "${BENCH_SEEDS:-1,16,64}"
+              --steps "${BENCH_STEPS:-200}") modes=(${BENCH_MODES:-cudagraphs eager})
   if ((dry)); then args=(--agent td3bc,iql --env pointmass-medium --device cpu --seeds 1,2 --steps 3); modes=(eager); fi
   for mode in "${modes[@]}"; do
     offrl bench "${args[@]}" --compile "$mode" 2>&1 | tee "$LOG/bench_$mode.log"
@@ -70,7 +74,8 @@ bench() {  # every agent, eager and with CUDA graphs, at S = 1, 16, 64 (dry run:
 }
 
 run() {  # 5 seeds of TD3+BC, 1M updates, evaluated every 5,000 (dry run: 200 updates on pointmass)
-  local args=(--agent td3bc --env hopper-medium --seeds 0-4 --steps 1000000 --eval-every 5000 --device cuda)
+  local args=(--agent td3bc --env hopper-medium --seeds 0-4 --steps "${RUN_STEPS:-1000000}" --eval-every 5000
+              --device cuda)
   if ((dry)); then args=(--agent td3bc --env pointmass-medium --seeds 0-4 --steps 200 --eval-every 100
                           --eval-episodes 1 --device cpu); fi
   local start=$SECONDS
@@ -84,7 +89,9 @@ rehearse() {  # here: the wheel set into a clean venv that stands in for the ima
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q torch==2.13.0
   "$venv/bin/pip" install -q torch==2.13.0 $IMAGE
-  PY="$venv/bin/python" download "$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+  local pyver
+  pyver=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  PY="$venv/bin/python" download "$pyver"
   PYTHON="$venv/bin/python" bash "$0" --dry-run install tests bench run
 }
 
@@ -94,7 +101,8 @@ case ${stages[0]} in
   download) download "${stages[1]:-3.12}"; exit ;;
   rehearse) rehearse; exit ;;
 esac
-$PY -c 'import torch; print("torch", torch.__version__, "CUDA", torch.cuda.is_available() and torch.cuda.get_device_name())' \
+$PY -c "import torch; c = torch.cuda.is_available()
+print('torch', torch.__version__, 'CUDA', c and torch.cuda.get_device_name())" \
   | tee "$LOG/device.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee -a "$LOG/device.log" || true
 for stage in "${stages[@]}"; do
