@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from offrl.errors import OfflineRLError
 from offrl.rng import SeedStreams
 
 
@@ -19,6 +20,8 @@ class Agent(nn.Module):
     # Per-transition arrays beyond the fixed batch keys that update() reads, by name (Dataset.extras_for):
     # recorded ones ("infos/qpos") or computed ones ("mc_return", with the config's discount).
     extras: tuple[str, ...] = ()
+    # The action space the agent takes: "continuous" (a Box) or "discrete" (an index, DatasetSpec.n_actions).
+    action_space = "continuous"
 
     def __init__(self, spec, config, seeds, device="cpu"):
         super().__init__()
@@ -55,6 +58,14 @@ class Agent(nn.Module):
         self.load_state_dict(state["modules"])
         for k, opt in self.optimizers().items():
             opt.load_state_dict(state["optimizers"][k])
+
+
+def check_action_space(name: str, agent_cls, dataset) -> None:
+    """One line if agent `name` cannot act in `dataset`'s action space."""
+    has = "discrete" if dataset.spec.discrete_actions else "continuous"
+    if agent_cls.action_space != has:
+        raise OfflineRLError(f"agent {name} takes {agent_cls.action_space} actions, but dataset {dataset.name} has "
+                             f"{has} actions: pick a {has}-action agent (offrl agents)")
 
 
 def per_seed_mean(x: torch.Tensor) -> torch.Tensor:
