@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from offrl.agent import Agent
-from offrl.config import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
+from offrl.config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.nets import MLP, encode_observations, init_seeded, soft_update
 from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
@@ -30,7 +30,7 @@ class Config:
     hidden: Widths = (128, 128)  # hidden layer widths
     batch_size: PositiveInt = 256  # transitions per update and seed
     discount: UnitFloat = 0.99  # γ of the backup
-    tau: UnitFloat = 0.005  # Polyak rate of the target network
+    tau: Fraction = 0.005  # Polyak rate of the target network
     cql_weight: NonNegativeFloat = 1.0  # α of the CQL(H) gap (the paper's discrete-action default)
 
 

@@ -218,8 +218,8 @@ class SepsisEnv(gym.Env):
         self.state = 0
 
     def _info(self) -> dict:
-        return {"admissible": self.mdp.admissible[self.state],
-                "state_vector": self.mdp.centroids[self.state], "sofa_score": self.mdp.sofa[self.state]}
+        return {"admissible": self.mdp.admissible[self.state].copy(),
+                "state_vector": self.mdp.centroids[self.state].copy(), "sofa_score": self.mdp.sofa[self.state]}
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
