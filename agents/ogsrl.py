@@ -305,17 +305,19 @@ class OGSRL(Agent):
         no_cost_grad = (b * b).sum(-1) <= 1e-12
         slack = ((c < 0) & (B < 0)) | (no_cost_grad & (c < 0))
         infeasible = (c >= 0) & (B < 0) & ~no_cost_grad
-        rc = r / torch.where(c.abs() < eps, torch.full_like(c, eps), c)
+        # The dual of max gᵀd s.t. c + bᵀd ≤ 0, ½dᵀFd ≤ δ: d = (x - νy)/λ with ν = (r + λc)₊/s. ν > 0 on
+        # Λ_a = {λ: r + λc > 0} where the optimum is sqrt(A/B); ν = 0 on Λ_b, where it is sqrt(q/2δ).
+        rc = -r / torch.where(c.abs() < eps, torch.full_like(c, eps), c)
         inf = torch.full_like(c, float("inf"))
         zero = torch.zeros_like(c)
         lo_a, hi_a = torch.where(c < 0, zero, rc.clamp(min=0)), torch.where(c < 0, rc, inf)
         lo_b, hi_b = torch.where(c < 0, rc.clamp(min=0), zero), torch.where(c < 0, inf, rc)
         lam_a = torch.minimum(torch.maximum(torch.sqrt((A / B).clamp(min=0)), lo_a), hi_a).clamp(min=eps)
         lam_b = torch.minimum(torch.maximum(torch.sqrt(q.clamp(min=0) / (2 * delta)), lo_b), hi_b).clamp(min=eps)
-        f_a = torch.where(lo_a <= hi_a, -0.5 * (A / lam_a + B * lam_a) - r * c / s, -inf)
+        f_a = torch.where(lo_a <= hi_a, -0.5 * (A / lam_a + B * lam_a) + r * c / s, -inf)
         f_b = torch.where(lo_b <= hi_b, -0.5 * (q / lam_b + 2 * delta * lam_b), -inf)
         lam = torch.where(f_a >= f_b, lam_a, lam_b)
-        nu = (lam * c - r).clamp(min=0) / s
+        nu = (r + lam * c).clamp(min=0) / s
         dual = (x - nu.unsqueeze(-1) * y) / lam.unsqueeze(-1)
         trpo = torch.sqrt(2 * delta / q.clamp(min=eps)).unsqueeze(-1) * x
         recover = -torch.sqrt(2 * delta / s).unsqueeze(-1) * y
