@@ -114,5 +114,16 @@ class SeedsOneByOne(Agent):
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return torch.cat([member.act(obs[i:i + 1], deterministic) for i, member in enumerate(self.members)])
 
+    @property
+    def model_metrics(self):
+        """The members' `model_metrics` (offrl/evaluation.py), seed by seed; None if the agent has none."""
+        if not self.members or not hasattr(self.members[0], "model_metrics"):
+            return None
+
+        def metrics(actions: torch.Tensor) -> dict:
+            outs = [member.model_metrics(actions[i:i + 1]) for i, member in enumerate(self.members)]
+            return {key: torch.cat([out[key] for out in outs]) for key in outs[0]}
+        return metrics
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {f"{i}.{name}": opt for i, member in enumerate(self.members) for name, opt in member.optimizers().items()}

@@ -29,9 +29,14 @@ def make(dataset, seeds=(0,), **overrides):
     return build_run(name, dataset, config, list(seeds), "cpu", "eager", total_steps=10)
 
 
+def single(dataset, **overrides):
+    """The one-seed OGSRL agent itself (runs wrap it in SeedsOneByOne: seed_axis is False)."""
+    return make(dataset, **overrides).agent.members[0]
+
+
 @pytest.fixture(scope="module")
 def agent(clinician):
-    return make(clinician, bc_init_steps=0).agent
+    return single(clinician, bc_init_steps=0)
 
 
 def pairs(ds):
@@ -65,7 +70,7 @@ def test_kde_guardian_marks_about_the_chosen_quantile_of_training_rows(agent, cl
     s, a, _ = pairs(clinician)
     outside = ~agent.support.numpy()[s, a]
     assert 0.03 < outside.mean() <= 0.05 + 0.02  # ties: every row of one (s, a) pair has one density
-    count = make(clinician, guardian="count", min_count=20, bc_init_steps=0).agent
+    count = single(clinician, guardian="count", min_count=20, bc_init_steps=0)
     n = np.zeros((716, 25))
     np.add.at(n, (s, a), 1)
     assert (count.support.numpy() == (n >= 20)).all()
@@ -99,12 +104,11 @@ def test_bug3_model_and_guardian_come_from_the_training_data_only(agent, clinici
 
 
 def test_bug4_costs_are_non_negative_and_the_constraint_acts_when_violated(clinician):
-    parts = make(clinician, cost_limit=0.0, bc_init_steps=0)
-    out = parts.agent.update(None, 1)
-    assert (parts.agent.cost >= 0).all()
+    strict = single(clinician, cost_limit=0.0, bc_init_steps=0)
+    out = strict.update(None, 1)
+    assert (strict.cost >= 0).all()
     assert out["model_cost"].item() > 0 and out["recovering"].item() == 1.0  # J_c > d = 0: recovery step
-    parts = make(clinician, cost_limit=100.0, bc_init_steps=0)
-    assert parts.agent.update(None, 1)["recovering"].item() == 0.0
+    assert single(clinician, cost_limit=100.0, bc_init_steps=0).update(None, 1)["recovering"].item() == 0.0
 
 
 def test_bug5_evaluation_is_exact_policy_evaluation_in_the_true_mdp(agent, clinician):
@@ -202,7 +206,7 @@ def test_cpo_step_respects_the_trust_region_and_the_linearised_cost():
 
 
 def test_accepted_steps_keep_the_kl_inside_the_trust_region(clinician):
-    agent = make(clinician, bc_init_steps=0).agent
+    agent = single(clinician, bc_init_steps=0)
     for step in range(1, 4):
         roll_state = agent.starts[:50].reshape(1, -1)
         before = torch.softmax(agent.logits(roll_state), -1)
