@@ -7,9 +7,12 @@ without drifting to unsupported treatments, and does not imitate their unsafe on
 
     model:     P̂(s'|s,a) = N(s,a,s') / N(s,a)  (on a tabular MDP, the official 1-NN model with random tie-breaks
                is exactly this); an unseen (s,a) takes the seen action of s nearest in (fluid, vaso) levels
-    guardian:  G = {(s,a): p̂(s,a) ≥ q_α},  p̂ = Σ_rows exp(-|x - x_j|² / 2σ²) over x = (13 features, 2 levels)
-               in [-1, 1], σ 0.535, q_α the α = 5% quantile of p̂ over the training rows ("kde", the code's);
-               or G = {N(s,a) ≥ n_min} ("count")
+    guardian:  G = {(s,a): N(s,a) ≥ n_min} ("count", the default), or the official code's KDE ("kde"):
+               G = {p̂(s,a) ≥ q_α},  p̂ = Σ_rows exp(-|x - x_j|² / 2σ²) over x = (13 features, 2 levels) in
+               [-1, 1], σ 0.535, q_α the α = 5% quantile of p̂ over the training rows. The KDE smooths support
+               across neighbouring states, so it admits pairs the data never shows, whose model rows are
+               guesses: on sepsis-clinician it let CPO reach 15% inadmissible actions (count: 0.8%), see
+               docs/agents.md
     rollouts:  32 × H = 20 steps in P̂ from the data's initial states; a step with (s,a) ∉ G gets -ood_penalty
                and ood_cost and freezes the rollout there (absorbing) up to H
     objective: max J_r = E Σ γ^t r_t  s.t.  J_c = E Σ γ^t c_t ≤ d, with GAE(γ, λ) advantages for r and c
@@ -34,7 +37,8 @@ Fixes of the official code (its pitfalls 1-10):
     plus sofa_weight · clip(-SOFA, -12.5, -2.5) / 12.5 per step. The official clip(-SOFA) ≤ -2.5 per step with
     no outcome reward makes reaching any outcome early, death included, the best plan; the outcome reward
     is the quantity evaluated (survival), so the shaping is off by default.
-Other deviations: the policy is categorical over the 25 actions on the state's one-hot (the official
+The paper's guardian is described as a polynomial sub-level set with a containment guarantee; its equations
+and code are not public, so that variant is not implemented. Other deviations: the policy is categorical over the 25 actions on the state's one-hot (the official
 Gaussian over 2 continuous doses has nothing to round to here); the OOD penalty is in outcome units (1 per
 frozen step: leaving G is worse than death); 10 backtracking tries (official 30; 0.8^10 ≈ 0.1).
 
@@ -78,11 +82,11 @@ class Config:
     backtrack_coef: OpenUnitFloat = 0.8  # line-search step shrink
     backtrack_iters: PositiveInt = 10  # line-search tries
     cost_limit: NonNegativeFloat = 1.0  # d: bound on the model's discounted cost per rollout (official 0.5, other units)
-    guardian: Literal["kde", "count"] = "kde"  # the support rule: the official KDE, or a count N(s,a) ≥ min_count
+    guardian: Literal["kde", "count"] = "count"  # the support rule: a count N(s,a) ≥ min_count, or the official KDE
     guarded: bool = True  # enforce the guardian in rollouts (False: MB-CPO, the unguarded ablation)
     kde_bandwidth: PositiveFloat = 0.535  # σ of the guardian's Gaussian kernel (official)
     ood_quantile: Fraction = 0.05  # α: the share of training rows the KDE guardian declares outlying (official)
-    min_count: PositiveInt = 20  # n_min of the count guardian
+    min_count: PositiveInt = 20  # n_min of the count guardian (ICU-Sepsis' own admissibility threshold)
     ood_penalty: NonNegativeFloat = 1.0  # reward -ood_penalty on every frozen step (official -25 in SOFA units)
     ood_cost: NonNegativeFloat = 0.0  # cost on every frozen step (official: 1; here the cost stays physiological)
     sofa_weight: NonNegativeFloat = 0.0  # weight of the official clip(-SOFA) shaping, in outcome units

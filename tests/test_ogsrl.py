@@ -36,7 +36,7 @@ def single(dataset, **overrides):
 
 @pytest.fixture(scope="module")
 def agent(clinician):
-    return single(clinician, bc_init_steps=0)
+    return single(clinician, bc_init_steps=0, guardian="kde")
 
 
 def pairs(ds):
@@ -104,11 +104,13 @@ def test_bug3_model_and_guardian_come_from_the_training_data_only(agent, clinici
 
 
 def test_bug4_costs_are_non_negative_and_the_constraint_acts_when_violated(clinician):
-    strict = single(clinician, cost_limit=0.0, bc_init_steps=0)
+    # The KDE guardian: with the count one a random first policy leaves it at once on this small dataset.
+    strict = single(clinician, cost_limit=0.0, bc_init_steps=0, guardian="kde")
     out = strict.update(None, 1)
     assert (strict.cost >= 0).all()
     assert out["model_cost"].item() > 0 and out["recovering"].item() == 1.0  # J_c > d = 0: recovery step
-    assert single(clinician, cost_limit=100.0, bc_init_steps=0).update(None, 1)["recovering"].item() == 0.0
+    loose = single(clinician, cost_limit=100.0, bc_init_steps=0, guardian="kde")
+    assert loose.update(None, 1)["recovering"].item() == 0.0
 
 
 def test_bug5_evaluation_is_exact_policy_evaluation_in_the_true_mdp(agent, clinician):
@@ -219,7 +221,8 @@ def test_accepted_steps_keep_the_kl_inside_the_trust_region(clinician):
 
 def test_ogsrl_beats_the_clinicians_and_stays_supported(clinician):
     from offrl.evaluation import Evaluator
-    parts = make(clinician, seeds=(0, 1))
+    # The KDE guardian: on 20,000 transitions (a ninth of the recipe's) few pairs reach the count rule's 20.
+    parts = make(clinician, seeds=(0, 1), guardian="kde")
     ev = Evaluator(clinician, 2, 1)
     start = ev.policy_metrics(parts.agent)
     for step in range(1, 31):
