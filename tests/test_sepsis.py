@@ -128,3 +128,21 @@ def test_a_continuous_agent_refuses_the_discrete_dataset(clinician, pointmass):
         make_agent("td3bc", clinician, None, [0], "cpu")
     with pytest.raises(OfflineRLError, match="takes discrete actions.*continuous actions"):
         make_agent("bc-discrete", pointmass("medium", 2000), None, [0], "cpu")
+
+
+def test_the_flat_copy_reads_back_the_same_dataset_and_a_broken_one_is_rewritten(clinician):
+    from offrl.data import recipes, resolve
+    path = recipes.dataset_path(clinician.version) / "offrl_flat.npz"
+    assert path.exists()  # left by the first load (through Minari)
+    for attempt in ("flat copy", "broken copy"):
+        again = resolve("offrl:sepsis-clinician", size=SIZE, log=lambda msg: None)
+        for field in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
+            assert np.array_equal(getattr(again, field), getattr(clinician, field)), (attempt, field)
+        assert sorted(again.extras) == sorted(clinician.extras)
+        for key, value in clinician.extras.items():
+            assert again.extras[key].dtype == value.dtype and np.array_equal(again.extras[key], value), key
+        assert (again.ref_min_score, again.ref_max_score) == (clinician.ref_min_score, clinician.ref_max_score)
+        path.write_bytes(b"not a zip file")
+    resolve("offrl:sepsis-clinician", size=SIZE, log=lambda msg: None)
+    with np.load(path) as flat:  # written again
+        assert "observations" in flat.files
