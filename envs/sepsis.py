@@ -190,9 +190,11 @@ def reference_returns() -> tuple[float, float]:
 
 def policy_metrics(actions: np.ndarray) -> dict[str, np.ndarray]:
     """The result columns of policies given as action indices or probabilities per state ([S, 716(, 25)]):
-    exact true survival, survival under "terminate", inadmissible-action rate and mean cost per step."""
+    exact true survival, survival under "terminate", inadmissible-action rate and mean cost per step; and
+    the exact expected return (the survival), which the trainer scores instead of the sampled episodes'."""
     values = policy_values(actions)
-    return {"true_survival": values["survival"], "survival_terminate": values["survival_terminate"],
+    return {"expected_return": values["survival"],
+            "true_survival": values["survival"], "survival_terminate": values["survival_terminate"],
             "inadmissible_rate": values["inadmissible_rate"], "mean_cost": values["mean_cost"]}
 
 

@@ -14,8 +14,9 @@ The noise of episode k and step t is the same for every seed, so seeds still see
 Discrete actions (DatasetSpec.n_actions) come from the agent as indices in a [..., 1] column and are stepped
 as integers; they take no action noise. A tabular env's dataset can evaluate a policy exactly
 (`Dataset.policy_metrics`): `policy_metrics` then asks the agent for its evaluation action in every state and
-returns the exact columns (true survival on ICU-Sepsis...), plus an agent's own `model_metrics` of that policy
-(what its learned model believes) where the agent has them.
+returns the exact columns (true survival on ICU-Sepsis...; "expected_return", the exact value of the policy,
+which the trainer scores instead of the sampled episodes' mean), plus an agent's own `model_metrics` of that
+policy (what its learned model believes) where the agent has them.
 """
 from __future__ import annotations
 

@@ -341,7 +341,9 @@ class Trainer:
 
     def evaluate(self, evaluator: Evaluator) -> dict:
         returns = evaluator.run(self.agent)  # [S, N]
-        mean_returns = returns.mean(1)
+        exact = evaluator.policy_metrics(self.agent)  # a tabular env's exact columns (else empty)
+        # Where the policy's expected return is known exactly, it is the score, not the episodes' mean.
+        mean_returns = np.asarray(exact.pop("expected_return")) if "expected_return" in exact else returns.mean(1)
         scores = self.dataset.normalized_score(mean_returns)
         # Plain floats: the checkpoint holds the history and is loaded as data only (no numpy scalars).
         record = {"step": self.step, "returns": [float(r) for r in mean_returns],
@@ -349,7 +351,7 @@ class Trainer:
         if self.train_cfg.online_steps:
             record["env_step"] = self.env_step
         record.update(self.risk_of(returns))
-        record.update(evaluator.policy_metrics(self.agent))  # exact safety columns on a tabular env
+        record.update(exact)
         self.history.append(record)
         self.folder.write_evaluations(self.seeds, self.history)
         return record

@@ -100,6 +100,7 @@ def test_discrete_bc_imitates_the_clinicians_and_the_safety_columns_reach_the_ta
     finally:
         ev.close()
     assert set(returns.reshape(-1)) <= {0.0, 1.0}
+    assert metrics.pop("expected_return") == metrics["true_survival"]
     assert set(metrics) == {"true_survival", "survival_terminate", "inadmissible_rate", "mean_cost"}
     # The most likely clinician action is admissible almost everywhere the clinicians go.
     assert max(metrics["inadmissible_rate"]) < 0.1
@@ -146,3 +147,22 @@ def test_the_flat_copy_reads_back_the_same_dataset_and_a_broken_one_is_rewritten
     resolve("offrl:sepsis-clinician", size=SIZE, log=lambda msg: None)
     with np.load(path) as flat:  # written again
         assert "observations" in flat.files
+
+
+def test_a_run_scores_the_exact_survival_and_records_the_safety_columns(clinician, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from offrl.cli import main
+    from offrl.results import read_rows
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "--agent", "bc-discrete", "--env", "sepsis-clinician", "--dataset-size",
+                                       str(SIZE), "--seeds", "0,1", "--steps", "40", "--eval-every", "20",
+                                       "--eval-episodes", "2", "--threads", "1", "--out", "runs"])
+    assert result.exit_code == 0, result.output
+    assert "safety (exact, mean over seeds): true surv" in result.output
+    rows = read_rows(tmp_path / "runs" / "results.csv")
+    assert len(rows) == 2
+    for row in rows:
+        assert row["final_return"] == row["true_survival"]  # the score is exact, not 2 sampled episodes
+        assert row["final_score"] == pytest.approx(100 * (row["true_survival"] - row["ref_min_score"])
+                                                   / (row["ref_max_score"] - row["ref_min_score"]))
+        assert 0 <= row["inadmissible_rate"] <= 1 and row["guardian_ood_rate"] is None
