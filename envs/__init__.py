@@ -4,12 +4,12 @@ A recipe turns a dataset name (`pointmass-medium`) into episodes and reference s
 pyproject.toml declares this package in the entry-point group `offrl.envs`: the core finds it there and
 never imports envs/. What it registers: the recipes (offrl.data.recipes), the termination functions for
 model rollouts (envs/termination.py, into offrl.termination), the trainers of the MuJoCo behaviour policies
-(`offrl datasets train-behaviour`), and the Gymnasium id offrl/PointMass-v0 (envs/pointmass.py).
+(`offrl datasets train-behaviour`), and the Gymnasium ids offrl/PointMass-v0 (envs/pointmass.py) and offrl/ICUSepsis-v2 (envs/sepsis.py).
 """
 import functools
 
 from offrl.data.recipes import Recipe, register_behaviour_trainer, register_recipe
-from offrl.envs import behaviour, mujoco, pointmass, termination  # noqa: F401  (termination registers itself)
+from offrl.envs import behaviour, mujoco, pointmass, sepsis, termination  # noqa: F401  (termination registers itself)
 
 register_recipe(Recipe(
     family="pointmass",
@@ -21,6 +21,21 @@ register_recipe(Recipe(
     reference_returns=pointmass.reference_returns,
     version="0",
     description="PointMass-v0: reach a goal in the plane; optimum known in closed form (envs/pointmass.py)",
+))
+
+# ICU-Sepsis (envs/sepsis.py): registered without the `sepsis` extra too, so that building a dataset says
+# which package it needs.
+register_recipe(Recipe(
+    family="sepsis",
+    env_id=sepsis.ENV_ID,
+    levels=tuple(sepsis.LEVELS),
+    default_size={level: 180_000 for level in sepsis.LEVELS},  # ~19.5k episodes, about MIMIC's cohort
+    build_episodes=sepsis.build_episodes,
+    reference_returns=sepsis.reference_returns,
+    version="0",
+    description="ICU-Sepsis 2.0.1 tabular MDP (716 states, 25 actions); survival reward (envs/sepsis.py)",
+    provenance={"icu_sepsis": sepsis.PINNED},
+    policy_metrics=sepsis.policy_metrics,
 ))
 
 # The MuJoCo recipes (envs/mujoco.py): one per env whose behaviour policies are shipped in envs/policies/.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from offrl.errors import OfflineRLError
 from offrl.rng import SeedStreams
 
 
@@ -19,6 +20,8 @@ class Agent(nn.Module):
     # Per-transition arrays beyond the fixed batch keys that update() reads, by name (Dataset.extras_for):
     # recorded ones ("infos/qpos") or computed ones ("mc_return", with the config's discount).
     extras: tuple[str, ...] = ()
+    # The action space the agent takes: "continuous" (a Box) or "discrete" (an index, DatasetSpec.n_actions).
+    action_space = "continuous"
 
     def __init__(self, spec, config, seeds, device="cpu"):
         super().__init__()
@@ -55,6 +58,14 @@ class Agent(nn.Module):
         self.load_state_dict(state["modules"])
         for k, opt in self.optimizers().items():
             opt.load_state_dict(state["optimizers"][k])
+
+
+def check_action_space(name: str, agent_cls, dataset) -> None:
+    """One line if agent `name` cannot act in `dataset`'s action space."""
+    has = "discrete" if dataset.spec.discrete_actions else "continuous"
+    if agent_cls.action_space != has:
+        raise OfflineRLError(f"agent {name} takes {agent_cls.action_space} actions, but dataset {dataset.name} has "
+                             f"{has} actions: pick a {has}-action agent (offrl agents)")
 
 
 def per_seed_mean(x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +113,17 @@ class SeedsOneByOne(Agent):
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return torch.cat([member.act(obs[i:i + 1], deterministic) for i, member in enumerate(self.members)])
+
+    @property
+    def model_metrics(self):
+        """The members' `model_metrics` (offrl/evaluation.py), seed by seed; None if the agent has none."""
+        if not self.members or not hasattr(self.members[0], "model_metrics"):
+            return None
+
+        def metrics(actions: torch.Tensor) -> dict:
+            outs = [member.model_metrics(actions[i:i + 1]) for i, member in enumerate(self.members)]
+            return {key: torch.cat([out[key] for out in outs]) for key in outs[0]}
+        return metrics
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {f"{i}.{name}": opt for i, member in enumerate(self.members) for name, opt in member.optimizers().items()}

@@ -15,7 +15,7 @@ import torch
 
 from offrl import config as cfg
 from offrl import registry
-from offrl.agent import Agent, SeedsOneByOne
+from offrl.agent import Agent, SeedsOneByOne, check_action_space
 from offrl import compile as compiling
 from offrl.replay import TransitionBuffer
 
@@ -39,6 +39,7 @@ def agent_config(agent: str, dataset, file: str | None = None, overrides: dict |
 def make_agent(agent: str, dataset, config, seeds, device) -> Agent:
     """Agent `agent` for `dataset`'s spec and `seeds`, on `device`."""
     info = registry.get(agent)
+    check_action_space(agent, info.agent_cls, dataset)
     if info.agent_cls.seed_axis:
         made = registry.make(agent, dataset.spec, config, list(seeds), device)
     else:

@@ -10,6 +10,13 @@ Robustness evaluation (`Perturbation`) evaluates any agent under a changed test 
 added to every action (a fraction of the action box's half-width, clipped to the box), or start states
 shifted outward, for envs that define such a shift (the toy task's starts outside the data's region).
 The noise of episode k and step t is the same for every seed, so seeds still see the same episodes.
+
+Discrete actions (DatasetSpec.n_actions) come from the agent as indices in a [..., 1] column and are stepped
+as integers; they take no action noise. A tabular env's dataset can evaluate a policy exactly
+(`Dataset.policy_metrics`): `policy_metrics` then asks the agent for its evaluation action in every state and
+returns the exact columns (true survival on ICU-Sepsis...; "expected_return", the exact value of the policy,
+which the trainer scores instead of the sampled episodes' mean), plus an agent's own `model_metrics` of that
+policy (what its learned model believes) where the agent has them.
 """
 from __future__ import annotations
 
@@ -37,6 +44,9 @@ class Perturbation:
         """One line if `env` cannot be evaluated under this perturbation."""
         if self.action_noise < 0 or self.start_shift < 0:
             raise OfflineRLError(f"evaluation perturbations are non-negative, got {self.label()}")
+        if self.action_noise and not isinstance(env.action_space, gym.spaces.Box):
+            raise OfflineRLError("--eval-action-noise needs continuous actions; this env's are "
+                                 f"{type(env.action_space).__name__}")
         if self.start_shift and not getattr(env.unwrapped, "supports_start_shift", False):
             raise OfflineRLError(f"--eval-start-shift needs an env that defines shifted starts (the toy task "
                                  f"pointmass does); {env.spec.id if env.spec else type(env).__name__} does not")
@@ -67,6 +77,7 @@ class Evaluator:
         self.envs = gym.vector.SyncVectorEnv([dataset.make_env for _ in range(num_seeds * episodes)])
         self.perturbation = perturbation or Perturbation()
         self.perturbation.check(self.envs.envs[0])
+        self.discrete_actions = isinstance(self.envs.single_action_space, gym.spaces.Discrete)
 
     def run(self, agent) -> np.ndarray:
         """Undiscounted returns of the first episode of every env: [S, N]."""
@@ -82,12 +93,34 @@ class Evaluator:
             with torch.no_grad():
                 o = torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(S, N, -1)
                 action = agent.act(o, deterministic=True).reshape(S * N, -1).cpu().numpy()
-            action = self.perturbation.perturb(action, noise, self.envs.single_action_space, S)
+            if self.discrete_actions:
+                action = np.rint(action[:, 0]).astype(np.int64)
+            else:
+                action = self.perturbation.perturb(action, noise, self.envs.single_action_space, S)
             obs, reward, terminated, truncated, _ = self.envs.step(action)
             returns += np.where(running, reward, 0.0)
             running &= ~(terminated | truncated)
         agent.train(was_training)
         return returns.reshape(S, N)
+
+    def policy_metrics(self, agent) -> dict[str, list[float]]:
+        """Per-seed exact metrics of the agent's evaluation policy (its deterministic action in every state) on
+        a tabular env, with the agent's `model_metrics` of that policy; {} for other datasets."""
+        spec, metrics_of = self.dataset.spec, self.dataset.policy_metrics
+        if metrics_of is None or spec.n_observations is None or spec.n_actions is None:
+            return {}
+        S, n = self.num_seeds, spec.n_observations
+        states = torch.arange(n, dtype=torch.float32, device=self.device).reshape(1, n, 1).expand(S, n, 1)
+        was_training = agent.training
+        agent.eval()
+        with torch.no_grad():
+            actions = torch.round(agent.act(states, deterministic=True).reshape(S, n)).long()
+            metrics = dict(metrics_of(actions.cpu().numpy()))
+            model_metrics = getattr(agent, "model_metrics", None)
+            if callable(model_metrics):
+                metrics.update({k: v.cpu().numpy() for k, v in model_metrics(actions).items()})
+        agent.train(was_training)
+        return {name: [float(x) for x in np.asarray(values).reshape(S)] for name, values in metrics.items()}
 
     def close(self):
         self.envs.close()

@@ -215,6 +215,16 @@ class ObsNormalizer(nn.Module):
         return (obs - self.mean) / self.std
 
 
+def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """A discrete space's index column [..., 1] (float, DatasetSpec) -> one-hot [..., n] float32."""
+    return nn.functional.one_hot(index[..., 0].long(), n).float()
+
+
+def encode_observations(obs: torch.Tensor, n_observations: int | None) -> torch.Tensor:
+    """What a network reads: the one-hot of a discrete observation, a Box observation as it is."""
+    return obs if n_observations is None else one_hot(obs, n_observations)
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging, target <- (1 - tau) target + tau source, as one fused foreach op."""
     with torch.no_grad():
@@ -224,4 +234,4 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 __all__ = ["StackedLinear", "StackedLayerNorm", "MLP", "init_seeded", "ActionScaler", "DeterministicActor",
-           "TanhGaussianActor", "GaussianActor", "ObsNormalizer", "soft_update"]
+           "TanhGaussianActor", "GaussianActor", "ObsNormalizer", "one_hot", "encode_observations", "soft_update"]

@@ -14,6 +14,11 @@ Risk: each row also holds the lower tail of its last evaluation's episodes, the 
 RISK_LEVEL quantile of the returns) and the conditional value at risk (the mean of the returns at or below
 it), as normalised scores; `offrl table` shows their means over seeds. Rows are grouped by the evaluation
 they ran under too (`eval_perturbation`), so standard and perturbed evaluations stand side by side.
+
+Safety: on a tabular env whose policies are evaluated exactly (ICU-Sepsis), a row also holds the last
+evaluation's true survival, survival when inadmissible actions kill, the inadmissible-action rate, the mean
+cost, and (model-based agents) the guardian-OOD rate and the survival the agent's model predicts
+(SAFETY_FIELDS); `offrl table` shows their means beside the normalised score.
 """
 from __future__ import annotations
 
@@ -66,16 +71,28 @@ RESULT_FIELDS = [
     "final_var10",      # normalised VaR at 10% of the last evaluation's episode returns (empty: not recorded)
     "final_cvar10",     # normalised CVaR at 10%: the mean of the episodes at or below the VaR
     "eval_perturbation",  # the evaluation's perturbation (offrl/evaluation.py), "none" for the standard one
+    # Safety, exact on a tabular env (ICU-Sepsis), for the last evaluation's policy (empty elsewhere).
+    "true_survival",       # survival probability by exact policy evaluation in the true MDP
+    "survival_terminate",  # the same when every inadmissible action kills (the env's `terminate` strategy)
+    "inadmissible_rate",   # inadmissible actions per treatment step, weighted by the policy's own visits
+    "mean_cost",           # safety cost per treatment step (envs/sepsis.py's proxy for physiological bounds)
+    "guardian_ood_rate",   # share of the agent's model-rollout steps outside its guardian (model-based agents)
+    "model_survival",      # survival the agent's own learned model predicts for the policy
 ]
+SAFETY_FIELDS = ("true_survival", "survival_terminate", "inadmissible_rate", "mean_cost", "guardian_ood_rate",
+                 "model_survival")
+SAFETY_LABELS = {"true_survival": "true surv", "survival_terminate": "surv terminate",
+                 "inadmissible_rate": "inadmissible", "mean_cost": "cost/step", "guardian_ood_rate": "guardian OOD",
+                 "model_survival": "model surv"}
 ONLINE_SCORES = ("offline_score", "online_score_25", "online_score_50", "online_score_75")
 PHASE_LABELS = {"offline_score": "offline", "online_score_25": "online 25%", "online_score_50": "online 50%",
                 "online_score_75": "online 75%"}
 # Fields added after tables were first written: a table without them still reads, with these values.
 LATER_FIELDS = {"online_steps": None, **{name: None for name in ONLINE_SCORES}, "final_var10": None,
-                "final_cvar10": None, "eval_perturbation": "none"}
+                "final_cvar10": None, "eval_perturbation": "none", **{name: None for name in SAFETY_FIELDS}}
 # Numbers that may be empty (None): not recorded, or no such phase. Never a made-up number.
 OPTIONAL_INT_FIELDS = frozenset({"online_steps"})
-OPTIONAL_FLOAT_FIELDS = frozenset({*ONLINE_SCORES, "final_var10", "final_cvar10"})
+OPTIONAL_FLOAT_FIELDS = frozenset({*ONLINE_SCORES, "final_var10", "final_cvar10", *SAFETY_FIELDS})
 RISK_LEVEL = 0.1  # the tail of VaR and CVaR: the worst 10% of a seed's evaluation episodes
 INT_FIELDS = frozenset({"seed", "steps", "eval_every", "eval_episodes"})
 FLOAT_FIELDS = frozenset({
@@ -323,6 +340,24 @@ def _risk_means(rows: list[dict]) -> dict:
     return means
 
 
+def _safety_means(rows: list[dict]) -> dict:
+    """Mean over seeds of each safety column some row of the group recorded (none: no keys)."""
+    means = {}
+    for column in SAFETY_FIELDS:
+        values = [float(r[column]) for r in rows if r.get(column) not in (None, "")]
+        if values:
+            means[f"{column}_mean"] = float(np.mean(values))
+    return means
+
+
+def safety_summary(rows: list[dict]) -> str:
+    """"true surv 0.801, inadmissible 0.05, ..." over seeds, for a run's closing note ("" without them)."""
+    parts = []
+    for column, mean in _safety_means(rows).items():
+        parts.append(f"{SAFETY_LABELS[column[:-len('_mean')]]} {mean:.3f}")
+    return ", ".join(parts)
+
+
 # -------------------------------------------------------------------------------------- aggregation
 
 def iqm(x) -> float:
@@ -453,6 +488,7 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
             for name, values in phase_scores[(agent, dataset)].items():
                 entry[f"{name}_mean"] = float(np.mean(values))
             entry.update(_risk_means(grouped[(agent, dataset)]))
+            entry.update(_safety_means(grouped[(agent, dataset)]))
             aggregated.append(entry)
         # Pooled over datasets under the standard evaluation only: a perturbed one is another test, not a dataset.
         datasets = [d for d in datasets if all(group_dataset(r) == r["dataset"] for r in grouped[(agent, d)])]
@@ -515,6 +551,12 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
         for row, cells in zip(aggregated, body):
             cells += [f"{row[f'{name}_mean']:.2f}" if f"{name}_mean" in row else "" for name in phase_columns]
 
+    safety_columns = [name for name in SAFETY_FIELDS if any(f"{name}_mean" in row for row in aggregated)]
+    if safety_columns:  # a tabular env's exact safety metrics, beside the normalised score
+        header += [SAFETY_LABELS[name] for name in safety_columns]
+        for row, cells in zip(aggregated, body):
+            cells += [f"{row[f'{name}_mean']:.3f}" if f"{name}_mean" in row else "" for name in safety_columns]
+
     if fmt == "markdown":
         def line(cells):
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -542,6 +584,7 @@ def _format_csv(aggregated: list[dict], which: tuple[str, ...]) -> str:
     columns += [f"{name}_mean" for name in ONLINE_SCORES if any(f"{name}_mean" in row for row in aggregated)]
     if "final" in which:
         columns += [f"{column}_mean" for column in RISK_COLUMNS]
+    columns += [f"{name}_mean" for name in SAFETY_FIELDS if any(f"{name}_mean" in row for row in aggregated)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

@@ -40,7 +40,7 @@ from offrl.machine import ThreadWatch, hardware, pick_device, set_threads
 from offrl.online import OnlinePhase
 from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
-from offrl.results import RISK_LEVEL, conditional_value_at_risk, value_at_risk
+from offrl.results import RISK_LEVEL, SAFETY_FIELDS, conditional_value_at_risk, safety_summary, value_at_risk
 from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
 from offrl.version import __version__
@@ -344,7 +344,9 @@ class Trainer:
 
     def evaluate(self, evaluator: Evaluator) -> dict:
         returns = evaluator.run(self.agent)  # [S, N]
-        mean_returns = returns.mean(1)
+        exact = evaluator.policy_metrics(self.agent)  # a tabular env's exact columns (else empty)
+        # Where the policy's expected return is known exactly, it is the score, not the episodes' mean.
+        mean_returns = np.asarray(exact.pop("expected_return")) if "expected_return" in exact else returns.mean(1)
         scores = self.dataset.normalized_score(mean_returns)
         # Plain floats: the checkpoint holds the history and is loaded as data only (no numpy scalars).
         record = {"step": self.step, "returns": [float(r) for r in mean_returns],
@@ -352,6 +354,7 @@ class Trainer:
         if self.train_cfg.online_steps:
             record["env_step"] = self.env_step
         record.update(self.risk_of(returns))
+        record.update(exact)
         self.history.append(record)
         self.folder.write_evaluations(self.seeds, self.history)
         return record
@@ -533,7 +536,8 @@ class Trainer:
                 # Risk of the last evaluation's episodes (absent from histories written before it was kept).
                 final_var10=final["var"][i] if "var" in final else None,
                 final_cvar10=final["cvar"][i] if "cvar" in final else None,
-                eval_perturbation=self.train_cfg.perturbation().label()))
+                eval_perturbation=self.train_cfg.perturbation().label(),
+                **{name: final[name][i] for name in SAFETY_FIELDS if name in final}))
         return rows
 
     def finish(self) -> list[dict]:
@@ -559,6 +563,8 @@ class Trainer:
                  + f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {ups:.0f} updates/s "
                  f"({ups * len(self.seeds):.0f} seed-updates/s, {self.train_step.mode}); wall-clock "
                  f"{self.wall_clock:.0f}s")
+        if safety_summary(rows):
+            self.log(f"safety (exact, mean over seeds): {safety_summary(rows)}")
         already = len(rows) - appended
         self.log(f"time: {self.clock.shares()}; rows appended to {self.spec.results}"
                  + (f" ({already} already there, not appended again)" if already else ""))

@@ -16,6 +16,9 @@ import yaml
 from click.testing import CliRunner
 
 from offrl.cli import main
+from offrl.envs.sepsis import available as sepsis_available
+
+SEPSIS = sepsis_available()  # the `sepsis` extra: its cases join the battery where it is installed
 
 SMALL = "2000"  # transitions of the workspace's dataset: built once, in a few seconds
 TINY_RUN = ["--steps", "20", "--eval-every", "20", "--eval-episodes", "1", "--threads", "1"]
@@ -41,6 +44,9 @@ def workspace(tmp_path_factory):
         made = CliRunner().invoke(main, ["run", "--agent", "td3bc", "--env", "pointmass-medium", "--dataset-size",
                                          SMALL, *TINY_RUN, "--out", "runs", "--name", "ok"])
         assert made.exit_code == 0, made.output
+        if SEPSIS:  # the discrete-action dataset of the space-mismatch cases
+            from offrl.data import resolve
+            resolve("offrl:sepsis-clinician", size=int(SMALL), log=lambda msg: None)
     ok = ws / "runs" / "ok"
     spec = yaml.safe_load((ok / "run.yaml").read_text())
     table = (ws / "runs" / "results.csv").read_text()
@@ -102,6 +108,13 @@ def run(*extra, agent="td3bc", size=SMALL, out="{ws}/runs"):
 
 
 RUN = run()
+
+
+def run_sepsis(*extra, agent="bc-discrete"):
+    """`offrl run` of a tiny job on the workspace's ICU-Sepsis dataset (discrete actions)."""
+    return ["run", "--agent", agent, "--env", "sepsis-clinician", "--dataset-size", SMALL, "--out", "{ws}/runs",
+            "--steps", "20", "--eval-every", "20", "--eval-episodes", "1", *extra]
+
 
 # (id, argv, a word the error line must contain). {ws} is the workspace; env "data=PATH" moves OFFRL_DATA_DIR.
 CASES = [
@@ -311,6 +324,17 @@ CASES = [
     ("dynamics-device-unknown", ["dynamics", "report", "pointmass-medium", "--device", "npu"], "npu"),
     ("dynamics-direction-unknown", ["dynamics", "report", "pointmass-medium", "--direction", "sideways"],
      "--direction"),
+    # discrete action spaces: agents refuse the other kind of dataset; OGSRL's options
+    ("run-discrete-agent-continuous-data", run(agent="bc-discrete"), "continuous actions"),
+    ("run-ogsrl-continuous-data", run(agent="ogsrl"), "continuous actions"),
+    ("set-ogsrl-guardian-unknown", run("--set", "guardian=psos", agent="ogsrl"), "guardian"),
+    ("set-ogsrl-max-kl-zero", run("--set", "max_kl=0", agent="ogsrl"), "max_kl"),
+    ("set-ogsrl-ood-quantile-zero", run("--set", "ood_quantile=0", agent="ogsrl"), "ood_quantile"),
+    ("set-cql-discrete-tau-zero", run("--set", "tau=0", agent="cql-discrete"), "tau"),
+    *([("run-continuous-agent-discrete-data", run_sepsis(agent="td3bc"), "discrete actions"),
+       ("run-discrete-action-noise", run_sepsis("--eval-action-noise", "0.1"), "--eval-action-noise"),
+       ("set-ogsrl-backtrack-coef-one", run_sepsis("--set", "backtrack_coef=1", agent="ogsrl"), "backtrack_coef")]
+      if SEPSIS else []),
 ]
 
 

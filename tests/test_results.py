@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from offrl.errors import OfflineRLError
-from offrl.results import (
+from offrl.results import (SAFETY_FIELDS, 
     RESULT_FIELDS, aggregate, append_rows, format_table, iqm, read_rows,
 )
 
@@ -46,6 +46,8 @@ def make_row(**overrides):
         "final_var10": 60.5,
         "final_cvar10": 55.25,
         "eval_perturbation": "none",
+        # Safety columns: empty outside a tabular env.
+        **{name: None for name in SAFETY_FIELDS},
     }
     row.update(overrides)
     return row

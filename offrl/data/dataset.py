@@ -27,11 +27,38 @@ COMPUTED_EXTRAS = ("mc_return",)
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What an agent needs to know to build its networks."""
+    """What an agent needs to know to build its networks.
+
+    A discrete space (gymnasium Discrete(n)) is stored as the index, a float32 column of width 1 (obs_dim or
+    act_dim 1), and `n_observations` / `n_actions` say how many values it has (None: a Box). An agent one-hots
+    the index where it needs to (offrl.nets.one_hot); a discrete action comes back from `act` as the index in
+    a [..., 1] float tensor.
+    """
     obs_dim: int
     act_dim: int
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
+    n_observations: int | None = None
+    n_actions: int | None = None
+
+    @property
+    def discrete_actions(self) -> bool:
+        return self.n_actions is not None
+
+
+def space_provenance(observation_space, action_space) -> dict:
+    """The provenance keys Dataset.spec reads, from an env's spaces: the action box, or the numbers of values
+    of discrete spaces."""
+    out = {}
+    if isinstance(action_space, gym.spaces.Discrete):
+        out.update(n_actions=int(action_space.n), action_low=[0.0], action_high=[float(action_space.n - 1)])
+    elif isinstance(action_space, gym.spaces.Box):
+        out.update(action_low=action_space.low.tolist(), action_high=action_space.high.tolist())
+    else:
+        raise OfflineRLError(f"offrl handles Box and Discrete action spaces, not {action_space}")
+    if isinstance(observation_space, gym.spaces.Discrete):
+        out["n_observations"] = int(observation_space.n)
+    return out
 
 
 @dataclass
@@ -57,6 +84,8 @@ class Dataset:
     env_factory: Callable[[], gym.Env] | None = None
     provenance: dict = field(default_factory=dict)
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    # A tabular env's exact policy evaluation (Recipe.policy_metrics): the Evaluator adds its columns.
+    policy_metrics: Callable[..., dict] | None = None
     # Computed extras, keyed by (name, parameters): computed once per dataset and parameters.
     _computed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -73,8 +102,10 @@ class Dataset:
         if low is None or high is None:
             low = np.minimum(self.actions.min(0), -1.0)
             high = np.maximum(self.actions.max(0), 1.0)
+        n_obs, n_act = self.provenance.get("n_observations"), self.provenance.get("n_actions")
         return DatasetSpec(self.observations.shape[1], self.actions.shape[1],
-                           tuple(float(x) for x in low), tuple(float(x) for x in high))
+                           tuple(float(x) for x in low), tuple(float(x) for x in high),
+                           None if n_obs is None else int(n_obs), None if n_act is None else int(n_act))
 
     def validate(self) -> None:
         """Shapes agree, values are finite: else one clear error naming the dataset and the field."""

@@ -1,6 +1,7 @@
 """Recipes for the suite's own datasets, and their storage as Minari datasets under the offrl data folder.
 
-A recipe says how to make `<family>-<level>` episodes and the reference returns. `build` writes them as the
+A recipe says how to make `<family>-<level>` episodes and the reference returns (an episode's optional
+"infos" dict of per-step arrays becomes the dataset's extras). `build` writes them as the
 Minari dataset `offrl/<family>/<level>-v<version>` (any Minari user can load it), with ref_min_score /
 ref_max_score in its metadata and the recipe's provenance beside it (with the behaviour data's mean return).
 The write goes to a temporary folder first and is renamed into place, so a killed build leaves nothing
@@ -49,6 +50,9 @@ class Recipe:
     parallel: bool = False  # build_episodes also takes workers= (processes; None: the default)
     # (level, transitions) -> the (level, size) datasets whose episodes, in order, are this one's (same seed)
     parts: Callable[[str, int], list[tuple[str, int]] | None] | None = None
+    # For a tabular env whose policies can be evaluated exactly: (policies as action indices [S, n_obs] or
+    # probabilities [S, n_obs, n_act]) -> {result column: [S] values} (Dataset.policy_metrics).
+    policy_metrics: Callable[..., dict] | None = None
 
 
 def register_recipe(recipe: Recipe) -> None:
@@ -143,7 +147,7 @@ def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, wo
     ref_min, ref_max = recipe.reference_returns()
     buffers = [EpisodeBuffer(id=i, observations=e["observations"], actions=e["actions"],
                              rewards=np.asarray(e["rewards"], np.float64), terminations=e["terminations"],
-                             truncations=e["truncations"], infos={}) for i, e in enumerate(episodes)]
+                             truncations=e["truncations"], infos=e.get("infos", {})) for i, e in enumerate(episodes)]
     minari_store().mkdir(parents=True, exist_ok=True)
     remove_stale_builds(dataset_id)
     tmp_root = Path(tempfile.mkdtemp(dir=minari_store(), prefix=f".build-{dataset_id.replace('/', '_')}-"))

@@ -10,31 +10,63 @@ from __future__ import annotations
 
 from typing import Callable
 
-import gymnasium as gym
+import zipfile
 
+import gymnasium as gym
+import numpy as np
+
+from offrl.atomic import atomic_path
 from offrl.data import recipes
-from offrl.data.dataset import Dataset, from_arrays
+from offrl.data.dataset import Dataset, from_arrays, space_provenance
 from offrl.errors import OfflineRLError
 from offrl.gymenv import make_env
 
 Log = Callable[[str], None]
 
 
-def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str, prov: dict) -> Dataset:
+FLAT_COPY = "offrl_flat.npz"
+_FLAT_META = ("data_sha256", "ref_min_score", "ref_max_score")
+
+
+def _generated_arrays(dataset_id: str, prov: dict) -> tuple[dict, dict]:
+    """(flat transition arrays, {ref_min_score, ref_max_score}) of a generated dataset. Minari reads episode
+    by episode (a minute for ICU-Sepsis' 20k short episodes), so the first read leaves a flat copy beside the
+    dataset, used while the hash of Minari's data file (in the provenance) matches the one it was made from."""
     from offrl.data.minari_reader import load_minari
 
+    path, key = recipes.dataset_path(dataset_id) / FLAT_COPY, str(prov.get("data_sha256", ""))
+    if key and path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as flat:
+                if str(flat["data_sha256"]) == key:
+                    return ({k: flat[k] for k in flat.files if k not in _FLAT_META},
+                            {k: float(flat[k]) for k in _FLAT_META[1:]})
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # unreadable: read through Minari and write it again
     arrays, meta, _ = load_minari(dataset_id, root=recipes.minari_store())
+    refs = {k: float(meta[k]) for k in _FLAT_META[1:]}
+    if key:
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays, data_sha256=np.array(key), **{k: np.array(v) for k, v in refs.items()})
+        except OSError:
+            pass  # a read-only store: read through Minari every time
+    return arrays, refs
+
+
+def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str, prov: dict) -> Dataset:
+    arrays, meta = _generated_arrays(dataset_id, prov)
     env_id = recipe.env_id
     space = gym.spec(env_id)
     env = make_env(env_id)
-    low, high = env.action_space.low.tolist(), env.action_space.high.tolist()
+    spaces = space_provenance(env.observation_space, env.action_space)
     env.close()
     return from_arrays(
         f"{recipe.family}-{level}", arrays, family=recipe.family, source="offrl",
         version=f"{dataset_id}", ref_min_score=float(meta["ref_min_score"]),
         ref_max_score=float(meta["ref_max_score"]), env_factory=lambda: make_env(env_id),
-        provenance=dict(prov, minari_id=dataset_id, action_low=low, action_high=high,
-                        max_episode_steps=space.max_episode_steps))
+        policy_metrics=recipe.policy_metrics,
+        provenance=dict(prov, minari_id=dataset_id, **spaces, max_episode_steps=space.max_episode_steps))
 
 
 def resolve_generated(name: str, size: int | None = None, build: bool = True, log: Log = print) -> Dataset | None:
@@ -69,13 +101,12 @@ def resolve_minari(name: str, log: Log = print) -> Dataset | None:
         log(f"dataset {name}: its evaluation environment cannot be made ({type(exc).__name__}); "
             "evaluation will fail")
     family = name.split("/")[1] if name.count("/") >= 2 else name.split("/")[0]
-    space = ds.action_space
     log(f"dataset {name}: Minari dataset in {meta['path']}")
     return from_arrays(name, arrays, family=family, source="minari", version=str(meta.get("minari_version", "")),
                        ref_min_score=meta.get("ref_min_score"), ref_max_score=meta.get("ref_max_score"),
                        env_factory=env_factory,
-                       provenance=dict(minari_id=name, path=meta["path"], action_low=space.low.tolist(),
-                                       action_high=space.high.tolist(),
+                       provenance=dict(minari_id=name, path=meta["path"],
+                                       **space_provenance(ds.observation_space, ds.action_space),
                                        observation_layout=meta["observation_layout"]))
 
 
