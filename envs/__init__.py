@@ -4,12 +4,13 @@ A recipe turns a dataset name (`pointmass-medium`) into episodes and reference s
 pyproject.toml declares this package in the entry-point group `offrl.envs`: the core finds it there and
 never imports envs/. What it registers: the recipes (offrl.data.recipes), the termination functions for
 model rollouts (envs/termination.py, into offrl.termination), the trainers of the MuJoCo behaviour policies
-(`offrl datasets train-behaviour`), and the Gymnasium id offrl/PointMass-v0 (envs/pointmass.py).
+(`offrl datasets train-behaviour`), and the Gymnasium ids offrl/PointMass-v0 (envs/pointmass.py) and
+offrl/PointGoals-v0 (envs/pointgoals.py: reward-free, with a task set).
 """
 import functools
 
 from offrl.data.recipes import Recipe, register_behaviour_trainer, register_recipe
-from offrl.envs import behaviour, mujoco, pointmass, termination  # noqa: F401  (termination registers itself)
+from offrl.envs import behaviour, mujoco, pointgoals, pointmass, termination  # noqa: F401  (termination registers itself)
 
 register_recipe(Recipe(
     family="pointmass",
@@ -21,6 +22,18 @@ register_recipe(Recipe(
     reference_returns=pointmass.reference_returns,
     version="0",
     description="PointMass-v0: reach a goal in the plane; optimum known in closed form (envs/pointmass.py)",
+))
+
+register_recipe(Recipe(
+    family="pointgoals",
+    env_id=pointgoals.ENV_ID,
+    levels=pointgoals.LEVELS,
+    default_size={"random": 100_000, "narrow": 100_000},
+    build_episodes=pointgoals.build_episodes,
+    reference_returns=lambda: (None, None),  # reward-free: each task has its own (pointgoals.task_set)
+    version="0",
+    description="PointGoals-v0: reward-free point in the plane, four goal-reaching tasks (envs/pointgoals.py)",
+    tasks=pointgoals.task_set,
 ))
 
 # The MuJoCo recipes (envs/mujoco.py): one per env whose behaviour policies are shipped in envs/policies/.

@@ -19,6 +19,12 @@ class Agent(nn.Module):
     # Per-transition arrays beyond the fixed batch keys that update() reads, by name (Dataset.extras_for):
     # recorded ones ("infos/qpos") or computed ones ("mc_return", with the config's discount).
     extras: tuple[str, ...] = ()
+    # True for an agent whose update never reads rewards: it may train on a reward-free dataset.
+    reward_free = False
+    # True for an agent that acts on a task vector: `infer_task(samples, goal) -> [S, d]` (samples: dataset
+    # next_observations [N, obs_dim] with one task's rewards [N]; goal: an observation or None), then
+    # `act(obs, deterministic, task=z)`. It is evaluated on every task of the dataset's task set.
+    task_conditioned = False
 
     def __init__(self, spec, config, seeds, device="cpu"):
         super().__init__()

@@ -26,6 +26,7 @@ import scipy.stats
 
 from offrl.errors import OfflineRLError
 from offrl.lock import FileLock
+from offrl.tasks import AGGREGATE as AGGREGATE_TASK
 
 RESULT_FIELDS = [
     "date",             # ISO-8601 time the run finished
@@ -35,6 +36,7 @@ RESULT_FIELDS = [
     "dataset_source",
     "dataset_version",
     "seed",
+    "task",             # "" for a single-task dataset; a task of its task set, or "all tasks" (IQM over tasks)
     "steps",            # gradient updates
     "eval_every",       # updates between evaluations
     "eval_episodes",    # episodes per evaluation
@@ -57,6 +59,8 @@ FLOAT_FIELDS = frozenset({
     "final_score", "best_score", "final_return", "best_return", "ref_min_score", "ref_max_score",
     "wall_clock_s", "updates_per_s",
 })
+# Columns a row may leave out (and a table written before they existed lacks), with their value then.
+READ_DEFAULTS = {"task": ""}
 SCORE_KINDS = ("final", "best")
 ALL_DATASETS = "all datasets"
 
@@ -67,6 +71,7 @@ def _coerce_row(row: dict) -> dict:
     """The row with typed values, or ValueError saying which field is wrong."""
     if not isinstance(row, dict):
         raise ValueError(f"a result row must be a dict, got {type(row).__name__}")
+    row = {**READ_DEFAULTS, **row}  # a row of a single-task dataset may leave its task out
     missing = [f for f in RESULT_FIELDS if f not in row]
     unknown = sorted(set(row) - set(RESULT_FIELDS))
     if missing or unknown:
@@ -161,10 +166,11 @@ def _append(path, typed_rows: list[dict], same_run) -> int:
                         f"append to a new file")
                 if same_run is not None:
                     table.seek(0)
-                    present = {(values[RESULT_FIELDS.index("run_dir")], values[RESULT_FIELDS.index("seed")])
+                    at = [RESULT_FIELDS.index(k) for k in ("run_dir", "seed", "task")]
+                    present = {tuple(values[i] for i in at)
                                for values in list(csv.reader(table))[1:] if len(values) == len(RESULT_FIELDS)}
-                    recorded = {seed for run_dir, seed in present if same_run(run_dir)}
-                    typed_rows = [row for row in typed_rows if str(row["seed"]) not in recorded]
+                    recorded = {(seed, task) for run_dir, seed, task in present if same_run(run_dir)}
+                    typed_rows = [row for row in typed_rows if (str(row["seed"]), row["task"]) not in recorded]
                     if not typed_rows:
                         return 0
                 table.seek(size - 1)
@@ -212,7 +218,7 @@ def _read_rows(path: Path) -> list[dict]:
         header = next(reader, None)
         if header is None:
             return []
-        missing = [f for f in RESULT_FIELDS if f not in header]
+        missing = [f for f in RESULT_FIELDS if f not in header and f not in READ_DEFAULTS]
         if missing:
             raise OfflineRLError(f"results table {path} lacks column(s): {', '.join(missing)}")
         rows = []
@@ -223,7 +229,7 @@ def _read_rows(path: Path) -> list[dict]:
             if len(values) != len(header):
                 raise OfflineRLError(
                     f"results table {path}, line {line}: {len(values)} values for {len(header)} columns")
-            raw = dict(zip(header, values))
+            raw = {**READ_DEFAULTS, **dict(zip(header, values))}
             extra = {k: v for k, v in raw.items() if k not in RESULT_FIELDS}
             try:
                 row = _coerce_row({k: v for k, v in raw.items() if k in RESULT_FIELDS})
@@ -305,7 +311,9 @@ def _summary(values: np.ndarray, kind: str, ci: tuple[float, float]) -> dict:
 def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[dict]:
     """Per-(agent, dataset) statistics of the final and best normalised scores, plus per-agent pooled rows.
 
-    Each returned dict has agent, dataset, n_datasets, n (seeds), confidence and, for kind in final/best,
+    A multi-task dataset's rows (offrl/tasks.py) give one group per task and one for its "all tasks" rows,
+    which stand for the dataset (in the pooled row too); the other groups have task "".
+    Each returned dict has agent, dataset, task, n_datasets, n (seeds), confidence and, for kind in final/best,
     {kind}_mean, {kind}_std (ddof=1; 0 for one seed), {kind}_iqm, {kind}_ci_lo, {kind}_ci_hi (percentile
     bootstrap CI of the IQM). An agent evaluated on two or more datasets also gets a row with dataset
     "all datasets" over all its seeds pooled, with a stratified-bootstrap CI; with one dataset that row
@@ -320,10 +328,18 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
     scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {k: [] for k in SCORE_KINDS})
+    task_scores: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
+        lambda: {k: [] for k in SCORE_KINDS})
     for row in rows:
+        task = str(row.get("task", ""))
+        # A multi-task run's per-task rows get groups of their own; its "all tasks" rows stand for the dataset.
+        group = scores[(str(row["agent"]), str(row["dataset"]))] if task in ("", AGGREGATE_TASK) else \
+            task_scores[(str(row["agent"]), str(row["dataset"]), task)]
         for kind in SCORE_KINDS:
-            scores[(str(row["agent"]), str(row["dataset"]))][kind].append(
-                _as_finite_float(f"{kind}_score", row[f"{kind}_score"]))
+            group[kind].append(_as_finite_float(f"{kind}_score", row[f"{kind}_score"]))
+    tasks_of = defaultdict(list)
+    for agent, dataset, task in sorted(task_scores):
+        tasks_of[(agent, dataset)].append(task)
 
     by_agent: dict[str, list[str]] = defaultdict(list)
     for agent, dataset in sorted(scores):
@@ -332,15 +348,23 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     aggregated = []
     for agent, datasets in by_agent.items():
         for dataset in datasets:
+            for task in tasks_of[(agent, dataset)]:
+                group = task_scores[(agent, dataset, task)]
+                entry = {"agent": agent, "dataset": dataset, "task": task, "n_datasets": 1,
+                         "n": len(group["final"]), "confidence": confidence}
+                for kind in SCORE_KINDS:
+                    values = np.asarray(group[kind], dtype=float)
+                    entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
+                aggregated.append(entry)
             group = scores[(agent, dataset)]
-            entry = {"agent": agent, "dataset": dataset, "n_datasets": 1, "n": len(group["final"]),
-                     "confidence": confidence}
+            entry = {"agent": agent, "dataset": dataset, "task": AGGREGATE_TASK if tasks_of[(agent, dataset)] else "",
+                     "n_datasets": 1, "n": len(group["final"]), "confidence": confidence}
             for kind in SCORE_KINDS:
                 values = np.asarray(group[kind], dtype=float)
                 entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
             aggregated.append(entry)
         if len(datasets) > 1:
-            entry = {"agent": agent, "dataset": ALL_DATASETS, "n_datasets": len(datasets),
+            entry = {"agent": agent, "dataset": ALL_DATASETS, "task": "", "n_datasets": len(datasets),
                      "n": sum(len(scores[(agent, d)]["final"]) for d in datasets), "confidence": confidence}
             for kind in SCORE_KINDS:
                 groups = [np.asarray(scores[(agent, d)][kind], dtype=float) for d in datasets]
@@ -375,12 +399,14 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
         raise ValueError(f"fmt must be 'text', 'markdown' or 'csv', got {fmt!r}")
 
     ci_label = _confidence_label(aggregated)
-    header = ["agent", "dataset", "n"]
+    by_task = any(row.get("task") for row in aggregated)  # multi-task datasets: one line per task too
+    header = ["agent", "dataset"] + (["task"] if by_task else []) + ["n"]
     for kind in which:
         header += [f"{kind} mean ± std", f"{kind} IQM", f"{kind} IQM {ci_label}"]
     body = []
     for row in aggregated:
-        cells = [str(row["agent"]), str(row["dataset"]), str(row["n"])]
+        cells = [str(row["agent"]), str(row["dataset"])] + ([str(row.get("task", ""))] if by_task else []) + [
+            str(row["n"])]
         for kind in which:
             cells += [f"{row[f'{kind}_mean']:.2f} ± {row[f'{kind}_std']:.2f}",
                       f"{row[f'{kind}_iqm']:.2f}",
@@ -390,21 +416,23 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
     if fmt == "markdown":
         def line(cells):
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-        align = ["---", "---"] + ["---:"] * (len(header) - 2)
+        names = 3 if by_task else 2
+        align = ["---"] * names + ["---:"] * (len(header) - names)
         return "\n".join([line(header), "| " + " | ".join(align) + " |"] + [line(c) for c in body]) + "\n"
 
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
 
     def line(cells):
         # Names left-aligned, numbers right-aligned so that decimal points line up.
-        padded = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        padded = [c.ljust(w) if i < (3 if by_task else 2) else c.rjust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths))]
         return "  ".join(padded).rstrip()
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule] + [line(c) for c in body]) + "\n"
 
 
 def _format_csv(aggregated: list[dict], which: tuple[str, ...]) -> str:
-    columns = ["agent", "dataset", "n_datasets", "n", "confidence"]
+    columns = ["agent", "dataset", "task", "n_datasets", "n", "confidence"]
     for kind in which:
         columns += [f"{kind}_{stat}" for stat in ("mean", "std", "iqm", "ci_lo", "ci_hi")]
     buffer = io.StringIO()

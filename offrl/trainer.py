@@ -36,12 +36,14 @@ from offrl.build import agent_config, build_run, load_plugins
 from offrl.cache import Cache, dataset_fingerprint
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
-from offrl.evaluation import Evaluator
+from offrl.evaluation import Evaluator, TaskEvaluator
 from offrl.machine import hardware, pick_device, set_threads
 from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
+from offrl.results import iqm
 from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
+from offrl.tasks import AGGREGATE
 
 
 @dataclass
@@ -108,7 +110,8 @@ class Trainer:
             self.agent_cfg = agent_cfg or cfg.apply(self.info.config_cls(), spec.agent_config)
             # Checked on resume: a run may continue on another machine, from a dataset rebuilt there.
             self.dataset_fingerprint = dataset_fingerprint(self.dataset)
-            if not self.dataset.has_reference_scores:  # fail now, not after hours of training
+            self.task_conditioned = check_tasks(self.dataset, self.info)
+            if not self.dataset.has_reference_scores and not self.task_conditioned:  # fail now, not in hours
                 raise OfflineRLError(f"dataset {self.dataset.name} has no reference scores (ref_min_score/"
                                      "ref_max_score), so no normalised score can be reported; add them to its "
                                      "metadata")
@@ -252,12 +255,30 @@ class Trainer:
         return values
 
     def evaluate(self, evaluator: Evaluator) -> dict:
+        if self.task_conditioned:
+            return self.evaluate_tasks(evaluator)
         returns = evaluator.run(self.agent)  # [S, N]
         mean_returns = returns.mean(1)
         scores = self.dataset.normalized_score(mean_returns)
         # Plain floats: the checkpoint holds the history and is loaded as data only (no numpy scalars).
         record = {"step": self.step, "returns": [float(r) for r in mean_returns],
                   "scores": [float(s) for s in np.asarray(scores).reshape(-1)]}
+        self.history.append(record)
+        self.folder.write_evaluations(self.seeds, self.history)
+        return record
+
+    def evaluate_tasks(self, evaluator: TaskEvaluator) -> dict:
+        """Every task's returns and scores per seed, and as `returns`/`scores` their IQM over tasks."""
+        tasks = {}
+        per_task = evaluator.run(self.agent)  # {task: [S, N]}
+        for task in self.dataset.tasks:
+            mean_returns = per_task[task.name].mean(1)
+            tasks[task.name] = {"returns": [float(r) for r in mean_returns],
+                                "scores": [float(x) for x in task.normalized_score(mean_returns)]}
+        record = {"step": self.step, "tasks": tasks,
+                  "task_inference": str(getattr(self.agent_cfg, "task_inference", "reward"))}
+        for key in ("returns", "scores"):
+            record[key] = [iqm([t[key][i] for t in tasks.values()]) for i in range(len(self.seeds))]
         self.history.append(record)
         self.folder.write_evaluations(self.seeds, self.history)
         return record
@@ -287,7 +308,9 @@ class Trainer:
 
         tc = self.train_cfg
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device)
+        evaluator = (TaskEvaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device,
+                                   getattr(self.agent_cfg, "inference_samples", 10_000)) if self.task_conditioned
+                     else Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device))
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"{self.spec.agent} {self.spec.dataset}",
                    unit="upd", dynamic_ncols=True, mininterval=1.0, disable=None)
         session_start, train_time_start = time.perf_counter(), self.clock.totals["train"]
@@ -361,7 +384,7 @@ class Trainer:
             rows.append(dict(
                 date=dt.datetime.now().isoformat(timespec="seconds"), agent=self.spec.agent,
                 agent_version=code_range(self.code_revisions), dataset=self.dataset.name,
-                dataset_source=self.dataset.source, dataset_version=self.dataset.version, seed=seed,
+                dataset_source=self.dataset.source, dataset_version=self.dataset.version, seed=seed, task="",
                 steps=self.step, eval_every=self.train_cfg.eval_every, eval_episodes=self.train_cfg.eval_episodes,
                 final_score=final["scores"][i], best_score=best["scores"][i], final_return=final["returns"][i],
                 best_return=best["returns"][i], ref_min_score=self.dataset.ref_min_score,
@@ -369,6 +392,22 @@ class Trainer:
                 device=str(self.device), hardware=hardware(self.device), torch_version=torch.__version__,
                 wall_clock_s=round(self.wall_clock, 1), updates_per_s=round(self.updates_per_s(), 2),
                 run_dir=str(self.run_dir)))
+        return self.task_rows(rows) if self.task_conditioned else rows
+
+    def task_rows(self, seed_rows: list[dict]) -> list[dict]:
+        """Per seed: the aggregate row (task "all tasks": IQM over tasks of the scores and returns, the tasks'
+        mean reference returns) and one row per task with that task's scores and reference returns."""
+        tasks = list(self.dataset.tasks)
+        rows = []
+        for i, row in enumerate(seed_rows):
+            rows.append(dict(row, task=AGGREGATE, ref_min_score=float(np.mean([t.ref_min_score for t in tasks])),
+                             ref_max_score=float(np.mean([t.ref_max_score for t in tasks]))))
+            for task in tasks:
+                final = self.history[-1]["tasks"][task.name]
+                best = max((rec["tasks"][task.name] for rec in self.history), key=lambda t: t["scores"][i])
+                rows.append(dict(row, task=task.name, final_score=final["scores"][i], best_score=best["scores"][i],
+                                 final_return=final["returns"][i], best_return=best["returns"][i],
+                                 ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score))
         return rows
 
     def finish(self) -> list[dict]:
@@ -385,16 +424,33 @@ class Trainer:
                                  f"({type(exc).__name__}: {exc}); fix it and finish with offrl run --resume "
                                  f"{self.run_dir}") from None
         ups = self.updates_per_s()
-        scores = np.array([r["final_score"] for r in rows])
-        self.log(f"{self.spec.agent} on {self.dataset.name}: normalised score {scores.mean():.1f} ± "
+        for task in (self.dataset.tasks if self.task_conditioned else ()):
+            task_scores = np.array([r["final_score"] for r in rows if r["task"] == task.name])
+            self.log(f"  task {task.name}: normalised score {task_scores.mean():.1f} ± {task_scores.std():.1f}")
+        scores = np.array([r["final_score"] for r in rows if r["task"] in ("", AGGREGATE)])
+        self.log(f"{self.spec.agent} on {self.dataset.name}{' (IQM over tasks)' if self.task_conditioned else ''}: "
+                 f"normalised score {scores.mean():.1f} ± "
                  f"{scores.std():.1f} over seeds {self.seeds} after {self.step:,} updates "
-                 f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {ups:.0f} updates/s "
+                 f"(best {np.mean([r['best_score'] for r in rows if r['task'] in ('', AGGREGATE)]):.1f}); "
+                 f"{ups:.0f} updates/s "
                  f"({ups * len(self.seeds):.0f} seed-updates/s, {self.train_step.mode}); wall-clock "
                  f"{self.wall_clock:.0f}s")
         already = len(rows) - appended
         self.log(f"time: {self.clock.shares()}; rows appended to {self.spec.results}"
                  + (f" ({already} already there, not appended again)" if already else ""))
         return rows
+
+
+def check_tasks(dataset, info) -> bool:
+    """Whether the run is task-conditioned (evaluated per task); one line if agent and data do not fit."""
+    agent_cls = info.agent_cls
+    if dataset.reward_free and not agent_cls.reward_free:
+        raise OfflineRLError(f"dataset {dataset.name} is reward-free: agent {info.name} reads rewards; use a "
+                             "reward-free agent (fb, vcfb, mcfb)")
+    if agent_cls.task_conditioned and dataset.tasks is None:
+        raise OfflineRLError(f"agent {info.name} is evaluated per task, and dataset {dataset.name} has no task "
+                             "set (use a reward-free dataset such as pointgoals-random)")
+    return bool(agent_cls.task_conditioned)
 
 
 def check_data_folder() -> None:

@@ -12,7 +12,10 @@ from conftest import train_agent
 # CSVE at τ_α = -10: with its default τ_α = 0 the gap Δ sits near τ_α on this task, where Adam's step on log α
 # has the sign of a near-zero gradient, so a last-bit difference flips it and grows (measured: 6e-8 after 50
 # updates, 1.4e-3 after 200). Away from the boundary the comparison isolates the seed axis.
-SMALL = {"hidden": [32, 32], "dynamics_hidden": [32, 32], "dynamics_max_epochs": 3, "alpha_threshold": -10.0}
+SMALL = {"hidden": [32, 32], "dynamics_hidden": [32, 32], "dynamics_max_epochs": 3, "alpha_threshold": -10.0,
+         # the FB family's networks
+         "z_dim": 8, "preprocessor_hidden": [32], "preprocessor_dim": 16, "forward_hidden": [32],
+         "backward_hidden": [32], "actor_hidden": 32}
 
 
 def _agents_with_seed_axis():

@@ -29,10 +29,12 @@ def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str, prov: d
     env = make_env(env_id)
     low, high = env.action_space.low.tolist(), env.action_space.high.tolist()
     env.close()
+    tasks = recipe.tasks() if recipe.tasks is not None else None
     return from_arrays(
         f"{recipe.family}-{level}", arrays, family=recipe.family, source="offrl",
-        version=f"{dataset_id}", ref_min_score=float(meta["ref_min_score"]),
-        ref_max_score=float(meta["ref_max_score"]), env_factory=lambda: make_env(env_id),
+        version=f"{dataset_id}", ref_min_score=None if tasks else float(meta["ref_min_score"]),
+        ref_max_score=None if tasks else float(meta["ref_max_score"]), env_factory=lambda: make_env(env_id),
+        tasks=tasks, reward_free=tasks is not None,
         provenance=dict(prov, minari_id=dataset_id, action_low=low, action_high=high,
                         max_episode_steps=space.max_episode_steps))
 
