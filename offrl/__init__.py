@@ -8,4 +8,16 @@ import os
 # loads; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from offrl.version import __version__  # noqa: E402,F401
+
+
+def __getattr__(name: str):
+    """`offrl.train`, `offrl.load_policy` and `offrl.datasets` load on first use, so `import offrl` (and the CLI's
+    start) stays light."""
+    if name in ("train", "load_policy"):
+        from offrl import api
+        return getattr(api, name)
+    if name == "datasets":
+        import importlib
+        return importlib.import_module("offrl.datasets")
+    raise AttributeError(f"module 'offrl' has no attribute {name!r}")

@@ -42,6 +42,11 @@ class Agent(nn.Module):
     def update(self, batch: dict, step) -> dict:
         raise NotImplementedError
 
+    def set_phase(self, phase: str) -> None:
+        """Called by the trainer as the online phase begins (and on resuming in it), before any online update:
+        an agent whose losses differ online (WSRL drops CQL's term) switches here. Modules, targets and
+        optimiser states stay as they are."""
+
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         raise NotImplementedError
 
@@ -96,6 +101,10 @@ class SeedsOneByOne(Agent):
                 for i, member in enumerate(self.members)]
         return {key: torch.cat([out[key].reshape(1, *out[key].shape[1:]) if out[key].dim() else out[key].reshape(1)
                                 for out in outs]) for key in outs[0]}
+
+    def set_phase(self, phase: str) -> None:
+        for member in self.members:
+            member.set_phase(phase)
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return torch.cat([member.act(obs[i:i + 1], deterministic) for i, member in enumerate(self.members)])

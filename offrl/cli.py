@@ -131,6 +131,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--seeds", default="0", show_default=True, callback=seed_list,
               help="seeds trained together in one process: 0,1,2 or 0-4")
 @click.option("--steps", type=int, help="gradient updates per seed [default: 1,000,000, the papers']")
+@click.option("--online-steps", type=int, help="then this many environment steps of online fine-tuning per seed "
+              "environment (agents with an online phase; eval, log and checkpoint intervals then count env steps)")
 @click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
 @click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
 @click.option("--log-every", type=int, help="updates between metric reads [default: 1,000]")
@@ -154,10 +156,11 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
               "run.yaml names (they run with your rights; without this, pass each one again with --plugin)")
 @click.pass_context
 @friendly
-def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
+def run(ctx, agent, dataset, seeds, steps, online_steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
         device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir, trust_plugins):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
+    from offrl import registry
     from offrl.trainer import TrainConfig, Trainer
 
     if resume_dir:
@@ -177,13 +180,15 @@ def run(ctx, agent, dataset, seeds, steps, eval_every, eval_episodes, log_every,
         if trust_plugins:
             raise OfflineRLError("--trust-plugins applies with --resume (a new run imports its --plugin files)")
         train = TrainConfig()
-        given = dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
+        given = dict(steps=steps, online_steps=online_steps, eval_every=eval_every, eval_episodes=eval_episodes, log_every=log_every,
                      checkpoint_every=checkpoint_every)
         for key, value in given.items():
             if value is not None:
                 if value <= 0:
                     raise OfflineRLError(f"--{key.replace('_', '-')} must be positive, got {value}")
                 setattr(train, key, value)
+        if steps is not None and agent in [a.name for a in registry.all_agents() if not a.offline]:
+            raise OfflineRLError(f"agent {agent} trains online only: give --online-steps, not --steps")
         try:
             trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
                                     config_file=config_file, overrides=cfg.parse_set(sets), device=device,
@@ -259,6 +264,103 @@ def table(path, fmt):
     if not rows:
         raise OfflineRLError(f"results table {path} holds no rows")
     click.echo(results.format_table(results.aggregate(rows), fmt=fmt))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="the picture: NAME.png or NAME.svg")
+@click.option("--kind", type=click.Choice(["curves", "iqm", "profile", "poi"]),
+              help="curves: learning curves from run folders' eval.csv; iqm: IQM with 95% CIs per agent; profile: "
+                   "performance profiles; poi: probability of improvement [default: curves for run folders, iqm "
+                   "for a results table or a board]")
+@click.option("--score", type=click.Choice(["final", "best"]), default="final", show_default=True,
+              help="which score of the rows the aggregate plots use")
+@click.option("--agent", "agent_names", help="agents to include, comma-separated [default: all]")
+@click.option("--env", "dataset_names", help="datasets to include, comma-separated [default: all]")
+@click.option("--pair", "pairs", multiple=True, help="poi: compare agent X with Y, as X,Y (repeatable) [default: "
+                                                      "every two agents that share a dataset]")
+@click.option("--title", help="the figure's title [default: what it shows and how]")
+@friendly
+def plot(inputs, output, kind, score, agent_names, dataset_names, pairs, title):
+    """Draw results: learning curves of run folders (or of every run folder in a folder, or of the run folders
+    a results table names), or IQM, performance-profile and probability-of-improvement plots of a results
+    table or a published board (results/NAME)."""
+    from pathlib import Path
+
+    from offrl import plots
+
+    split = (lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None)
+    tables = [p for p in inputs if Path(p).is_file() or (Path(p) / "runs.csv").is_file()]
+    kind = kind or ("iqm" if tables else "curves")
+    if Path(output).suffix.lower() not in plots.FORMATS:  # before any work
+        raise OfflineRLError(f"plot output {output}: the name must end in {' or '.join(plots.FORMATS)}")
+    if kind == "curves" and not tables:
+        curves = [plots.read_run_curve(d) for d in plots.find_run_folders(inputs)]
+        wanted_agents, wanted_datasets = split(agent_names), split(dataset_names)
+        curves = [c for c in curves if (not wanted_agents or c.agent in wanted_agents)
+                  and (not wanted_datasets or c.dataset in wanted_datasets)]
+        fig = plots.curves_figure(curves, title=title)
+    else:
+        if len(tables) != len(inputs):
+            others = ", ".join(p for p in inputs if p not in tables)
+            raise OfflineRLError(f"--kind {kind} reads results tables or boards; not one: {others}")
+        rows = plots.select_rows([r for t in tables for r in plots.read_table(t)], split(agent_names),
+                                 split(dataset_names))
+        if kind == "curves":
+            curves, missing = plots.curves_of_rows(rows)
+            if not curves:
+                raise OfflineRLError(f"none of the rows' run folders (with eval.csv) is on this machine, e.g. "
+                                     f"{rows[0]['run_dir']}: a results table keeps scores, not learning curves")
+            if missing:
+                click.echo("no run folder left for " + ", ".join(f"{a} on {d}" for a, d in missing), err=True)
+            fig = plots.curves_figure(curves, title=title)
+        elif kind == "iqm":
+            fig = plots.iqm_figure(rows, score=score, title=title)
+        elif kind == "profile":
+            fig = plots.profile_figure(rows, score=score, title=title)
+        else:
+            parsed = []
+            for pair in pairs:
+                names = split(pair) or []
+                if len(names) != 2:
+                    raise OfflineRLError(f"--pair takes two agents as X,Y, got {pair!r}")
+                parsed.append(tuple(names))
+            fig = plots.poi_figure(rows, pairs=parsed or None, score=score, title=title)
+    click.echo(f"wrote {plots.save(fig, output)}")
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path())
+@click.option("--out", default="runs", show_default=True, type=click.Path(),
+              help="the sweep folder is OUT/NAME: one run folder per job, results.csv, logs/")
+@click.option("--name", help="the sweep's name [default: the file's name: key, else its file name]")
+@click.option("--address", help="a Ray cluster to run on (e.g. HEAD_IP:6379 or auto) [default: a Ray started on "
+                                "this machine]")
+@click.option("--cpus", type=int, help="CPUs of the Ray started on this machine [default: all]")
+@click.option("--dry-run", is_flag=True, help="list the jobs, their state and command; run nothing")
+@friendly
+def sweep(sweep_file, out, name, address, cpus, dry_run):
+    """Run a sweep file's jobs (agents x datasets x seed groups, each an `offrl run`) on Ray. Finished jobs are
+    skipped and stopped ones resumed, so after a kill the same command finishes the sweep."""
+    import shlex
+    from pathlib import Path
+
+    from offrl import sweep as sw
+
+    if cpus is not None and cpus < 1:
+        raise OfflineRLError(f"--cpus must be at least 1, got {cpus}")
+    spec = sw.load_spec(sweep_file, name=name)
+    folder = Path(out) / spec.name
+    if dry_run:
+        planned = sw.plan(spec, folder)
+        echo_columns(("job", "state", "command"),
+                     [(job.name, state, shlex.join(["offrl", *args])) for job, state, args in planned])
+        click.echo(f"{len(planned)} jobs in {folder}: " + ", ".join(
+            f"{sum(s == state for _, s, _ in planned)} {state}" for state in ("new", "stopped", "running", "finished")))
+        return
+    outcome = sw.run(spec, folder, address=address, cpus=cpus, log=click.echo)
+    if outcome["failed"] or outcome["stopped"]:
+        sys.exit(1)
 
 
 @main.group(invoke_without_command=True)

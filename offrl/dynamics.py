@@ -13,44 +13,14 @@ the model is the longest pre-training job. So the model has no seed axis: its ow
 hold-out split, bootstrap resamples, shuffles, and its default sampling stream) is `DynamicsConfig.seed`,
 fixed by the model config and part of the cache key. What does depend on the agent's seeds is the noise
 of stochastic steps inside an agent's update: pass that agent's `SeedStreams` to `step`/`rollout`, and
-each seed draws its own elite choices and Gaussian noise (design.md §4).
-
-The model [code: OfflineRL-Kit `offlinerlkit/modules/dynamics_module.py`, `.../dynamics/ensemble_dynamics.py`,
-`run_example/run_mopo.py`; COCOA `run_anchor_seeker.py`, `reverse_ensemble_dynamics.py`; spec
-agents-prdc-cocoa-csve-cdsa.md §3.3-3.4]:
-
-    input  x = standardise([s, a])           mean/std of the training split, std < 1e-12 -> 1
-    E members (7), one batched network: StackedLinear weights [E, in, out], 4 x 200, Swish (SiLU)
-    output mean mu and log-variance lv of y = [s' - s, r]      (reverse: x = [s', a], y = [s - s', r])
-    lv <- max_lv - softplus(max_lv - lv);  lv <- min_lv + softplus(lv - min_lv)
-          (learnable soft bounds per output dim, initialised to 0.5 and -10)
-    loss = sum_e [ mean((mu_e - y)^2 exp(-lv_e)) + mean(lv_e) ]          (each member on its own bootstrap)
-           + sum_l wd_l * 0.5 * |W_l|^2     (wd = 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4; weights only, not biases;
-                                             applied as Adam's coupled weight decay: the same gradient)
-           + 0.01 * (sum max_lv - sum min_lv)
-    Adam lr 1e-3, batch 256 per member. Hold-out: min(int(0.2 N), 1000) random transitions (COCOA's
-    reverse model: 10 %). Each epoch is one pass over the training split; each member sees its own
-    bootstrap resample (drawn once, reshuffled every epoch). After each epoch: hold-out MSE of the mean per
-    member (raw target units, averaged over all target dims); a member whose MSE drops by more than 1 %
-    relative to its best saves its weights; training stops after 5 epochs in which no member improved
-    (or at an optional cap on epochs or on minibatch steps: CSVE's official model trains a fixed 300 k steps).
-    Each member's best weights are restored; elites = the 5 members with the lowest best hold-out MSE.
-    Initial weights: truncated normal, std 1 / (2 sqrt(fan_in)), cut at 2 std; biases zero.
+each seed draws its own elite choices and Gaussian noise (docs/design.md §4).
 
 Stepping: stochastic = per row one uniformly random elite, sample mu + sigma * eps (MOPO/MOBILE rollouts,
 CSVE); deterministic = mean of the elites' means, no noise (COCOA anchors). Termination comes from the
 dataset family's function, registered by its environment (offrl/termination.py), evaluated on
 (s, a, predicted s'); a reverse model never terminates (COCOA uses a dummy function there).
 
-Deliberate differences from OfflineRL-Kit (none changes the algorithm):
-- the learnable log-variance bounds are shared by the members and are not rolled back with a member's best
-  weights (same as OfflineRL-Kit, said here because it is easy to miss);
-- OfflineRL-Kit draws Gaussian noise for all members and then picks one; we pick the elite first and draw
-  noise for it only: the same distribution;
-- COCOA's reverse-model loop reloads every member's best weights after each epoch (so a member that stops
-  improving restarts from its best); we train it exactly like the forward model;
-- randomness comes from torch generators / SeedStreams seeded by the config, so a fit is reproducible on
-  one device type, but CPU and GPU fits differ.
+The network, its loss, training schedule and the deliberate differences from OfflineRL-Kit: docs/dynamics.md.
 """
 from __future__ import annotations
 

@@ -10,8 +10,11 @@ A leaderboard is a folder results/NAME/ holding:
     configs/     AGENT__DATASET.yaml: each group's full agent configuration, read from its run folder's
                  run.yaml when that is still there (else kept from the board itself), so that the reproduce
                  command does not depend on defaults that may have changed since (`offrl run --config` takes it)
+    iqm.png      the IQM and its CI per agent and dataset (offrl/plots.py), shown in the README
+    curves.png   learning curves of the groups whose run folders (eval.csv) are on the publishing machine; the
+                 README names the groups without one (a board keeps final and best scores, not curves)
 
-Other files in a board's folder (plots, say) are the authors': publishing again keeps them. Groups that finish
+Other files in a board's folder (scripts, notes) are the authors': publishing again keeps them. Groups that finish
 later are added with `publish(..., add=True)` (`offrl leaderboard publish --add`): the board keeps its rows,
 configs, title and notes, and refuses seeds it already holds. A group trained again (on a new version of its
 dataset, say) replaces the board's rows of the same agent and dataset with `replace=True` (`--replace`); the
@@ -40,7 +43,9 @@ from offrl.errors import OfflineRLError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PROTOCOL_FIELDS = ("steps", "eval_every", "eval_episodes")  # must agree across a whole board
-BOARD_FILES = ("runs.csv", "summary.csv", "README.md", "configs")  # what publish writes; anything else is kept
+IQM_PLOT, CURVES_PLOT = "iqm.png", "curves.png"
+# What publish writes (a republish without the run folders drops an old curves.png); anything else is kept.
+BOARD_FILES = ("runs.csv", "summary.csv", "README.md", "configs", IQM_PLOT, CURVES_PLOT)
 SCORES_INTRO = "Normalised scores (100 = "  # opens the README's first paragraph after the title and notes
 
 
@@ -119,10 +124,34 @@ def _distinct(rows, field) -> str:
     return ", ".join(sorted({str(r[field]) for r in rows}))
 
 
+def draw_plots(folder: Path, rows: list[dict]) -> list[tuple[str, str, str]]:
+    """Draws the board's plots into `folder`: iqm.png always, curves.png from the run folders still on disk.
+    Returns the README's lines about them: (file or "", alt text, caption)."""
+    from offrl import plots
+
+    plots.save(plots.iqm_figure(rows), folder / IQM_PLOT)
+    drawn = [(IQM_PLOT, "IQM of the final normalised score with 95% CIs, per agent and dataset",
+              "The interquartile mean (tick) of the final normalised score and its 95% stratified-bootstrap CI "
+              "(bar): one panel per dataset, and one pooled over each agent's datasets (the table's "
+              "\"all datasets\" rows).")]
+    curves, missing = plots.curves_of_rows(rows)
+    if curves:
+        plots.save(plots.curves_figure(curves), folder / CURVES_PLOT)
+        drawn.append((CURVES_PLOT, "Learning curves: normalised score against updates, mean over seeds",
+                      "Learning curves from the runs' evaluations: the mean over seeds with its 95% bootstrap band."))
+    if missing:
+        which = "any group" if not curves else ", ".join(f"{a} on {d}" for a, d in missing)
+        drawn.append(("", "", f"No learning curve for {which}: the run folders (their eval.csv) were not on the "
+                              f"machine that published this board, which keeps each seed's final and best scores "
+                              f"only."))
+    return drawn
+
+
 def readme(name: str, rows: list[dict], title: str | None = None, notes: str | None = None,
-           configs: dict | None = None) -> str:
-    """The board's README.md: table, protocol, provenance and reproduction commands. `configs` maps
-    (agent, dataset) to the file name under configs/ of the groups whose configuration was recovered."""
+           configs: dict | None = None, plots: list[tuple[str, str, str]] | None = None) -> str:
+    """The board's README.md: table, plots, protocol, provenance and reproduction commands. `configs` maps
+    (agent, dataset) to the file name under configs/ of the groups whose configuration was recovered; `plots`
+    is what draw_plots returned."""
     configs = configs or {}
     first = rows[0]
     aggregated = results.aggregate(rows)
@@ -135,8 +164,14 @@ def readme(name: str, rows: list[dict], title: str | None = None, notes: str | N
               f"{first['steps']:,} updates, evaluated every {first['eval_every']:,} updates on "
               f"{first['eval_episodes']} episodes. final = the last evaluation, best = the best one; IQM = "
               f"interquartile mean, with its bootstrap CI over seeds.", "",
-              results.format_table(aggregated, fmt="markdown").rstrip(), "",
-              "## Provenance", "",
+              results.format_table(aggregated, fmt="markdown").rstrip(), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for file, alt, caption in plots:
+            lines += ([f"![{alt}]({file})", ""] if file else []) + [caption, ""]
+        lines += [f"`offrl plot results/{name}/runs.csv --kind iqm|profile|poi -o FILE.png` draws these and other "
+                  f"aggregate plots of the board.", ""]
+    lines += ["## Provenance", "",
               "| agent | dataset | seeds | source, version | reference min / max | config | code | "
               "device | updates/s | wall-clock (h) |",
               "|---|---|---|---|---|---|---|---|---:|---:|"]
@@ -256,7 +291,8 @@ def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, 
                 configs[(agent, dataset)] = _config_file(agent, dataset)
                 write_text_atomic(staging / "configs" / configs[(agent, dataset)],
                                   yaml.safe_dump(config, sort_keys=False))
-        write_text_atomic(staging / "README.md", readme(name, rows, title, notes, configs))
+        drawn = draw_plots(staging, rows)
+        write_text_atomic(staging / "README.md", readme(name, rows, title, notes, configs, drawn))
         if target.exists():  # files the board's authors keep beside it (scripts, notes) are not publish's to drop
             for entry in target.iterdir():
                 if entry.name in BOARD_FILES:

@@ -2,7 +2,7 @@
 
 A layer's weight has shape [*lead, in, out] with lead = (S,) or (S, E); inputs are [*lead, B, in]. One
 batched matmul then trains S seeds (and E members) at once, which is what makes seed batching pay
-(design.md §4). Initialisation draws each seed's slice from a generator keyed by (seed, parameter name),
+(docs/design.md §4). Initialisation draws each seed's slice from a generator keyed by (seed, parameter name),
 so a seed's initial weights do not depend on which other seeds share the process.
 
 LayerNorm is stacked the same way (`StackedLayerNorm`): each row is normalised on its own and the affine
@@ -53,7 +53,7 @@ class StackedLayerNorm(nn.Module):
     """LayerNorm over the last axis with an affine pair per seed and member: weight, bias [*lead, 1, d].
 
     nn.LayerNorm(d) would hold one pair for every seed and member: seeds trained together would then share
-    it and no longer equal seeds trained alone (design.md §4).
+    it and no longer equal seeds trained alone (docs/design.md §4).
     """
 
     def __init__(self, lead: Sequence[int], features: int, eps: float = 1e-5):

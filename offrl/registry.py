@@ -29,16 +29,31 @@ class AgentInfo:
     module: str = ""
     # Per-dataset-family overrides of the Config defaults, as the paper tunes them: {"halfcheetah": {...}}.
     family_defaults: dict = field(default_factory=dict)
+    # The training phases, in order: ("offline",), ("offline", "online") (pre-training, then fine-tuning in
+    # the environment; its Config inherits offrl.online.OnlineConfig) or ("online",) (from scratch).
+    phases: tuple[str, ...] = ("offline",)
+
+    @property
+    def offline(self) -> bool:
+        return "offline" in self.phases
+
+    @property
+    def online(self) -> bool:
+        return "online" in self.phases
 
 
 _AGENTS: dict[str, AgentInfo] = {}
 
 
 def register_agent(name: str, agent_cls: type, config_cls: type, *, paper: str = "", family: str = "",
-                   base: str | None = None, stages=(), family_defaults=None) -> AgentInfo:
+                   base: str | None = None, stages=(), family_defaults=None, phases=("offline",)) -> AgentInfo:
     """Make an agent available as `offrl run --agent NAME`."""
+    phases = tuple(phases)
+    if phases not in (("offline",), ("offline", "online"), ("online",)):
+        raise OfflineRLError(f"agent {name!r}: phases must be ('offline',), ('offline', 'online') or ('online',), "
+                             f"got {phases!r}")
     info = AgentInfo(name, agent_cls, config_cls, paper, family, base, tuple(stages),
-                     agent_cls.__module__, dict(family_defaults or {}))
+                     agent_cls.__module__, dict(family_defaults or {}), phases)
     old = _AGENTS.get(name)
     if old is not None and old.agent_cls.__qualname__ != agent_cls.__qualname__:
         raise OfflineRLError(f"agent name {name!r} is registered twice ({old.module} and {info.module})")

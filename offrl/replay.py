@@ -50,6 +50,7 @@ class TransitionBuffer(nn.Module):
             self.data[name] = torch.as_tensor(np.ascontiguousarray(value), dtype=dtype, device=device)
         self.streams = SeedStreams(list(seeds), "replay").to(device)
 
-    def sample(self) -> dict[str, torch.Tensor]:
-        idx = self.streams.randint(self.size, self.batch_size)  # [S, B]
+    def sample(self, n: int | None = None) -> dict[str, torch.Tensor]:
+        """n rows per seed (default: batch_size) [S, n, ...]."""
+        idx = self.streams.randint(self.size, n or self.batch_size)  # [S, n]
         return {k: v[idx] for k, v in self.data.items()}

@@ -1,6 +1,6 @@
 """Results: the per-seed result row, the results table file it is appended to, aggregation and export.
 
-A run appends one row per seed to a CSV results table (design.md §6). Several runs may finish at the same
+A run appends one row per seed to a CSV results table (docs/design.md §6). Several runs may finish at the same
 moment and append to the same table, so `append_rows` holds an exclusive lock while it writes. A row is
 validated before anything is written: every field present, no unknown field, and every number finite, so a
 diverged (NaN) run can never land in the table as a score.
@@ -53,7 +53,17 @@ RESULT_FIELDS = [
     "wall_clock_s",
     "updates_per_s",
     "run_dir",
+    # The online phase (empty for a run without one). A table written before these columns existed still reads.
+    "online_steps",     # environment steps per seed environment after the offline phase
+    "offline_score",    # normalised score at the end of the offline phase (empty for an online-only run)
+    "online_score_25",  # normalised score after 25%, 50% and 75% of the online steps (final_score is the end)
+    "online_score_50",
+    "online_score_75",
 ]
+ONLINE_SCORES = ("offline_score", "online_score_25", "online_score_50", "online_score_75")
+PHASE_LABELS = {"offline_score": "offline", "online_score_25": "online 25%", "online_score_50": "online 50%",
+                "online_score_75": "online 75%"}
+ONLINE_FIELDS = ("online_steps", "offline_score", "online_score_25", "online_score_50", "online_score_75")
 INT_FIELDS = frozenset({"seed", "steps", "eval_every", "eval_episodes"})
 FLOAT_FIELDS = frozenset({
     "final_score", "best_score", "final_return", "best_return", "ref_min_score", "ref_max_score",
@@ -72,7 +82,7 @@ def _coerce_row(row: dict) -> dict:
     if not isinstance(row, dict):
         raise ValueError(f"a result row must be a dict, got {type(row).__name__}")
     row = {**READ_DEFAULTS, **row}  # a row of a single-task dataset may leave its task out
-    missing = [f for f in RESULT_FIELDS if f not in row]
+    missing = [f for f in RESULT_FIELDS if f not in row and f not in ONLINE_FIELDS]
     unknown = sorted(set(row) - set(RESULT_FIELDS))
     if missing or unknown:
         parts = []
@@ -83,8 +93,14 @@ def _coerce_row(row: dict) -> dict:
         raise ValueError(f"result row has {'; '.join(parts)}")
     typed = {}
     for name in RESULT_FIELDS:
-        value = row[name]
-        if name in INT_FIELDS:
+        value = row.get(name)
+        if name in ONLINE_FIELDS and value in (None, ""):
+            continue  # no online phase (or no offline one): an empty cell, never a made-up number
+        elif name == "online_steps":
+            typed[name] = _as_int(name, value)
+        elif name in ONLINE_FIELDS:
+            typed[name] = _as_finite_float(name, value)
+        elif name in INT_FIELDS:
             typed[name] = _as_int(name, value)
         elif name in FLOAT_FIELDS:
             typed[name] = _as_finite_float(name, value)
@@ -179,7 +195,7 @@ def _append(path, typed_rows: list[dict], same_run) -> int:
                     # rows stay well formed; read_rows reports the torn line.
                     buffer.write("\n")
             for row in typed_rows:
-                writer.writerow([_format_value(row[name]) for name in RESULT_FIELDS])
+                writer.writerow([_format_value(row.get(name)) for name in RESULT_FIELDS])
             table.write(buffer.getvalue())
             table.flush()
             os.fsync(table.fileno())
@@ -188,7 +204,7 @@ def _append(path, typed_rows: list[dict], same_run) -> int:
 
 def _format_value(value) -> str:
     # repr of a float is the shortest string that parses back to the same float: rows round-trip exactly.
-    return repr(value) if isinstance(value, float) else str(value)
+    return repr(value) if isinstance(value, float) else "" if value is None else str(value)
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
@@ -218,7 +234,8 @@ def _read_rows(path: Path) -> list[dict]:
         header = next(reader, None)
         if header is None:
             return []
-        missing = [f for f in RESULT_FIELDS if f not in header and f not in READ_DEFAULTS]
+        missing = [f for f in RESULT_FIELDS
+                   if f not in header and f not in READ_DEFAULTS and f not in ONLINE_FIELDS]
         if missing:
             raise OfflineRLError(f"results table {path} lacks column(s): {', '.join(missing)}")
         rows = []
@@ -289,13 +306,24 @@ def _stratified_bootstrap_ci(groups: list[np.ndarray], n_boot: int, confidence: 
     value = iqm(pooled)
     if pooled.size < 2 or np.ptp(pooled) == 0:
         return value, value
-    rng = np.random.default_rng(seed)
-    resampled = np.concatenate(
-        [g[rng.integers(0, g.size, size=(n_boot, g.size))] for g in groups], axis=1)  # (n_boot, pooled)
-    statistics = _iqm_along(resampled, axis=1)
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(statistics, [alpha / 2, 1 - alpha / 2])
+    resampled = np.concatenate(stratified_resample(groups, n_boot, np.random.default_rng(seed)), axis=1)
+    lo, hi = percentile_interval(_iqm_along(resampled, axis=1), confidence)
     return float(lo), float(hi)
+
+
+def stratified_resample(groups: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One (n_boot, len(g)) array per group g: each row draws len(g) of g's values with replacement, every
+    group on its own. The statistics of a stratified bootstrap (the pooled IQM above, the plots' performance
+    profiles and probabilities of improvement) are computed row by row from these."""
+    return [g[rng.integers(0, g.size, size=(n_boot, g.size))] for g in groups]
+
+
+def percentile_interval(statistics: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile bootstrap interval: the (1-confidence)/2 and (1+confidence)/2 quantiles of the
+    resampled statistics along axis 0 (one resample a row)."""
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(statistics, [alpha / 2, 1 - alpha / 2], axis=0)
+    return lo, hi
 
 
 def _summary(values: np.ndarray, kind: str, ci: tuple[float, float]) -> dict:
@@ -341,6 +369,13 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     for agent, dataset, task in sorted(task_scores):
         tasks_of[(agent, dataset)].append(task)
 
+    # Online-phase scores: the mean over the group's rows that have one, shown beside the final score.
+    phase_scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for name in ONLINE_SCORES:
+            if row.get(name) not in (None, ""):
+                phase_scores[(str(row["agent"]), str(row["dataset"]))][name].append(float(row[name]))
+
     by_agent: dict[str, list[str]] = defaultdict(list)
     for agent, dataset in sorted(scores):
         by_agent[agent].append(dataset)
@@ -362,6 +397,8 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
             for kind in SCORE_KINDS:
                 values = np.asarray(group[kind], dtype=float)
                 entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
+            for name, values in phase_scores[(agent, dataset)].items():
+                entry[f"{name}_mean"] = float(np.mean(values))
             aggregated.append(entry)
         if len(datasets) > 1:
             entry = {"agent": agent, "dataset": ALL_DATASETS, "task": "", "n_datasets": len(datasets),
@@ -412,6 +449,11 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
                       f"{row[f'{kind}_iqm']:.2f}",
                       f"[{row[f'{kind}_ci_lo']:.2f}, {row[f'{kind}_ci_hi']:.2f}]"]
         body.append(cells)
+    phase_columns = [name for name in ONLINE_SCORES if any(f"{name}_mean" in row for row in aggregated)]
+    if phase_columns:  # runs with an online phase: the mean score at the switch and along the online phase
+        header += [PHASE_LABELS[name] for name in phase_columns]
+        for row, cells in zip(aggregated, body):
+            cells += [f"{row[f'{name}_mean']:.2f}" if f"{name}_mean" in row else "" for name in phase_columns]
 
     if fmt == "markdown":
         def line(cells):
@@ -435,6 +477,7 @@ def _format_csv(aggregated: list[dict], which: tuple[str, ...]) -> str:
     columns = ["agent", "dataset", "task", "n_datasets", "n", "confidence"]
     for kind in which:
         columns += [f"{kind}_{stat}" for stat in ("mean", "std", "iqm", "ci_lo", "ci_hi")]
+    columns += [f"{name}_mean" for name in ONLINE_SCORES if any(f"{name}_mean" in row for row in aggregated)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

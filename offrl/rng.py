@@ -1,6 +1,6 @@
 """Per-seed random streams that live on the device.
 
-Several seeds train in one process (design.md §4). For seeds {0, 1} trained together to equal seed 0 alone
+Several seeds train in one process (docs/design.md §4). For seeds {0, 1} trained together to equal seed 0 alone
 and seed 1 alone, every random number a seed uses must depend on that seed only, never on how many seeds
 share the process. One `torch.Generator` cannot give that: the numbers seed 1 draws would depend on how
 many seed 0 drew first. So offrl uses a counter-based generator: the bits for seed s, draw c, element i

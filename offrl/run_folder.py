@@ -1,7 +1,8 @@
 """The run folder: its lock, run.yaml, checkpoints, eval.csv, the divergence record and the finished result.
 
 A run folder holds run.yaml (offrl/run_spec.py), checkpoint.pt (models, optimisers, random-stream counters,
-step, evaluation history; written atomically), eval.csv, tb/ (TensorBoard), diverged.txt if a loss became
+step, evaluation history and, in the online phase, its ring buffer, environment step and episode counters;
+written atomically), eval.csv, tb/ (TensorBoard), diverged.txt if a loss became
 NaN or infinite, and, once finished, result.json. While a process trains in it, it holds the folder's .lock
 (offrl/lock.py): a second `--resume` stops with one line instead of writing beside the first. Only the holder
 writes checkpoints, so a `.checkpoint.pt.*.tmp` found by the holder is a leftover of a killed process.
@@ -110,10 +111,12 @@ class RunFolder:
 
     # ---- evaluations, divergence, result ----------------------------------------------------------
     def write_evaluations(self, seeds, history: list[dict]) -> None:
-        lines = ["step,seed,mean_return,normalized_score"]
+        online = any("env_step" in rec for rec in history)  # a run with an online phase: its env steps too
+        lines = ["step,seed,mean_return,normalized_score" + (",env_step" if online else "")]
         for rec in history:
             for seed, ret, sc in zip(seeds, rec["returns"], rec["scores"]):
-                lines.append(f"{rec['step']},{seed},{ret:.6g},{sc:.6g}")
+                lines.append(f"{rec['step']},{seed},{ret:.6g},{sc:.6g}"
+                             + (f",{rec.get('env_step', 0)}" if online else ""))
         write_text_atomic(self.path / "eval.csv", "\n".join(lines) + "\n")
 
     @property

@@ -53,11 +53,17 @@ def load_seed_state(run_dir, seed: int, agent) -> None:
     agent.load_state_dict(one)
 
 
-def seed_agent(run_dir, seed: int, dataset, device="cpu"):
-    """A new one-seed agent of the run in `run_dir`, prepared on `dataset`, holding seed `seed`'s modules."""
+def seed_agent(run_dir, seed: int, dataset, device="cpu", prepare: bool = False):
+    """A new one-seed agent of the run in `run_dir` for `dataset`'s shapes, holding seed `seed`'s modules.
+
+    Acting needs no prepare(): what it computes for acting (normalisers, a dynamics model) is module state the
+    checkpoint holds. `prepare=True` runs it first (to train further: a dynamics fit may then run, or come
+    from the cache)."""
     spec = RunFolder(Path(run_dir)).read_spec()
     info = registry.get(spec.agent)
     agent = registry.make(spec.agent, dataset.spec, cfg.apply(info.config_cls(), spec.agent_config), [seed], device)
-    agent.to(device).prepare(dataset)
+    agent.to(device)
+    if prepare:
+        agent.prepare(dataset)
     load_seed_state(run_dir, seed, agent)
     return agent

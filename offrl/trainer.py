@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import offrl
 from offrl import config as cfg
 from offrl import registry
 from offrl.build import agent_config, build_run, load_plugins
@@ -38,17 +37,21 @@ from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
 from offrl.evaluation import Evaluator, TaskEvaluator
 from offrl.machine import hardware, pick_device, set_threads
+from offrl.online import OnlinePhase
 from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
 from offrl.results import iqm
 from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
 from offrl.tasks import AGGREGATE
+from offrl.version import __version__
 
 
 @dataclass
 class TrainConfig:
-    steps: cfg.PositiveInt = 1_000_000  # gradient updates per seed (the papers' budget)
+    steps: cfg.NonNegativeInt = 1_000_000  # gradient updates per seed (the papers' budget); 0: online only
+    online_steps: cfg.NonNegativeInt = 0  # environment steps per seed environment after the offline phase
+    # In the online phase the three intervals below count environment steps.
     eval_every: cfg.PositiveInt = 5_000  # updates between evaluations (and one at the end)
     eval_episodes: cfg.PositiveInt = 10  # episodes per seed and evaluation, on fixed env seeds
     eval_seed: cfg.Seed = 10_000  # env seed of evaluation episode k is eval_seed + k
@@ -58,13 +61,13 @@ class TrainConfig:
 
 def git_revision() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(offrl.__file__).parent,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return offrl.__version__
+    return __version__
 
 
 def code_range(revisions: list[str]) -> str:
@@ -122,7 +125,17 @@ class Trainer:
             self.folder.check_room_for(3 * sum(t.numel() * t.element_size() for t in self.agent.state_dict().values()))
         log(f"device {self.device} ({hardware(self.device)}), torch {torch.__version__}, update mode "
             f"{self.train_step.mode}" + (" (--compile auto)" if self.train_step.requested == "auto" else ""))
+        if self.train_cfg.online_steps and not self.info.online:
+            raise OfflineRLError(f"agent {spec.agent} has no online phase: drop --online-steps (agents with one: "
+                                 f"{', '.join(a.name for a in registry.all_agents() if a.online)})")
+        if not self.info.offline and not self.train_cfg.online_steps:
+            raise OfflineRLError(f"agent {spec.agent} trains online only: give it --online-steps")
+        if self.info.offline and not self.train_cfg.steps:
+            raise OfflineRLError(f"agent {spec.agent} needs offline updates: --steps must be positive")
         self.step = 0
+        self.env_step = 0  # environment steps of the online phase (per seed environment)
+        self.online_updates = 0  # updates of the online phase
+        self.online: OnlinePhase | None = None  # built as the online phase begins
         self.history: list[dict] = []  # one record per evaluation
         self.wall_clock = 0.0
         # Code revisions the run trained under, in order: a run resumed after the code changed reports both ends.
@@ -146,6 +159,8 @@ class Trainer:
         cfg.apply(cfg.apply(info.config_cls(), cfg.load_yaml(config_file) if config_file else {}),
                             overrides or {})
         train = train or TrainConfig()
+        if not info.offline:  # trained from scratch in the environment: no offline updates
+            train = dataclasses.replace(train, steps=0)
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = run_name or f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{stamp}"
         folder = RunFolder(Path(out_dir) / name)
@@ -159,7 +174,7 @@ class Trainer:
                        threads=threads, compile=compile, train=dataclasses.asdict(train),
                        agent_config=cfg.to_dict(agent_cfg),
                        results=str(Path(results)) if results else str(Path(out_dir) / "results.csv"),
-                       plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=offrl.__version__,
+                       plugins=[str(Path(p).resolve()) for p in plugins], offrl_version=__version__,
                        git_revision=git_revision(), created=dt.datetime.now().isoformat(timespec="seconds"))
         trainer = cls(folder, spec, log=log, dataset=data, agent_cfg=agent_cfg, clock=clock)  # before any write
         folder.path.mkdir(parents=True, exist_ok=True)
@@ -211,7 +226,9 @@ class Trainer:
             "step": self.step, "agent": self.agent.checkpoint_state(), "buffer": self.buffer.state_dict(),
             "history": self.history, "wall_clock": self.wall_clock, "phases": dict(self.clock.totals),
             "torch_rng": torch.get_rng_state(), "code_revisions": self.code_revisions,
-            "dataset_fingerprint": self.dataset_fingerprint})
+            "dataset_fingerprint": self.dataset_fingerprint,
+            **({"online": {"env_step": self.env_step, "updates": self.online_updates, **self.online.state_dict()}}
+               if self.online is not None else {})})
 
     def load_checkpoint(self) -> None:
         state = self.folder.load_checkpoint(map_location=self.device)
@@ -224,6 +241,10 @@ class Trainer:
                                  f"(fingerprint {started_on[:12]}, now {self.dataset_fingerprint[:12]}); "
                                  "restore the dataset it started on or start a new run")
         try:
+            if "online" in state:  # stopped in the online phase: its losses, buffer and counters
+                self.begin_online()
+                self.online.load_state_dict(state["online"])
+                self.env_step, self.online_updates = int(state["online"]["env_step"]), int(state["online"]["updates"])
             self.agent.load_checkpoint_state(state["agent"])
             self.buffer.load_state_dict(state["buffer"])
         except Exception as exc:
@@ -238,7 +259,17 @@ class Trainer:
         if now != self.code_revisions[-1]:
             self.log(f"the code is now at {now}; the run started at {self.code_revisions[0]} (both are recorded)")
             self.code_revisions.append(now)
-        self.log(f"resumed {self.run_dir} at step {self.step:,}")
+        self.log(f"resumed {self.run_dir} at step {self.step:,}" + (
+            f", online step {self.env_step:,} (episodes in flight restart)" if self.online is not None else ""))
+
+    def begin_online(self) -> None:
+        """Switch to the online phase: the agent's online losses, and the envs, buffer and runner. The agent's
+        modules, targets, temperature and optimiser states are kept exactly."""
+        if self.online is None:
+            self.agent.set_phase("online")
+            self.online = OnlinePhase(self.agent, self.info.agent_cls, self.dataset, self.buffer, self.agent_cfg,
+                                      self.seeds, self.device, self.train_cfg.online_steps, self.spec.compile,
+                                      log=self.log)
 
     # ---- the loop -------------------------------------------------------------------------------
     def check_finite(self, metrics: dict) -> dict[str, np.ndarray]:
@@ -263,6 +294,8 @@ class Trainer:
         # Plain floats: the checkpoint holds the history and is loaded as data only (no numpy scalars).
         record = {"step": self.step, "returns": [float(r) for r in mean_returns],
                   "scores": [float(s) for s in np.asarray(scores).reshape(-1)]}
+        if self.train_cfg.online_steps:
+            record["env_step"] = self.env_step
         self.history.append(record)
         self.folder.write_evaluations(self.seeds, self.history)
         return record
@@ -283,9 +316,10 @@ class Trainer:
         self.folder.write_evaluations(self.seeds, self.history)
         return record
 
-    def fit(self, stop_at: int | None = None) -> list[dict] | None:
-        """Train to `train.steps`, then finish. `stop_at` stops early (as a kill would) and returns None; else
-        the result rows. The run folder stays locked until the rows and result.json are written."""
+    def fit(self, stop_at: int | None = None, stop_online_at: int | None = None) -> list[dict] | None:
+        """Train to `train.steps`, then online to `train.online_steps`, then finish. `stop_at` (an update) and
+        `stop_online_at` (an environment step) stop early (as a kill would) and return None; else the result
+        rows. The run folder stays locked until the rows and result.json are written."""
         if self.holds_folder:
             self.folder.lock()  # again, if an earlier fit() released it; a no-op while held
         try:
@@ -296,6 +330,14 @@ class Trainer:
                     self.folder.record_divergence(str(exc))
                     raise
                 if self.step < self.train_cfg.steps:
+                    return None
+            if self.env_step < self.train_cfg.online_steps:
+                try:
+                    self._train_online(stop_online_at)
+                except DivergedError as exc:
+                    self.folder.record_divergence(str(exc))
+                    raise
+                if self.env_step < self.train_cfg.online_steps:
                     return None
             return self.finish()
         finally:
@@ -369,11 +411,103 @@ class Trainer:
             evaluator.close()
         self.wall_clock += time.perf_counter() - session_start
 
+    def online_points(self) -> dict[str, int]:
+        """The environment steps at which the result row records the online phase's score."""
+        n = self.train_cfg.online_steps
+        return {f"online_score_{q}": max(1, n * q // 100) for q in (25, 50, 75)}
+
+    def _train_online(self, stop_at: int | None) -> None:
+        """The online phase: each environment step collects one transition per seed environment; after the
+        warm-up each is followed by one update. Logging, evaluation and checkpoints count environment steps."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        tc = self.train_cfg
+        self.begin_online()
+        online = self.online
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=(self.step + self.env_step) or None)
+        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device)
+        bar = tqdm(total=tc.online_steps, initial=self.env_step, desc=f"{self.spec.agent} {self.spec.dataset} online",
+                   unit="env step", dynamic_ncols=True, mininterval=1.0, disable=None)
+        session_start, saved_at = time.perf_counter(), self.env_step
+        points = set(self.online_points().values())
+        recent: dict[int, float] = {}  # seed index -> return of its last finished episode
+        metrics: dict = {}
+
+        def checkpoint():
+            nonlocal session_start, saved_at
+            with self.clock("checkpoint"):
+                self.wall_clock += time.perf_counter() - session_start
+                session_start = time.perf_counter()
+                self.save_checkpoint()
+                saved_at = self.env_step
+
+        self.agent.train()
+        try:
+            with StopSignals() as stop:
+                while self.env_step < tc.online_steps:
+                    if stop_at is not None and self.env_step >= stop_at:
+                        return
+                    if stop.requested:
+                        if saved_at != self.env_step:
+                            checkpoint()
+                        raise RunInterrupted(f"{stop.name}: stopped at online step {self.env_step:,} and saved a "
+                                             f"checkpoint of it; continue with: offrl run --resume {self.run_dir}",
+                                             stop.signum)
+                    with self.clock("env"):
+                        finished = online.envs.step(self.agent, online.buffer)
+                    self.env_step += 1
+                    x = self.step + self.env_step  # TensorBoard's axis: offline updates, then env steps
+                    for i, ret in finished:
+                        writer.add_scalar(f"online/episode_return/seed{self.seeds[i]}", ret, x)
+                        recent[i] = ret
+                    if self.env_step > online.first_update:
+                        with self.clock("train"):
+                            self.online_updates += 1
+                            metrics = online.runner(self.online_updates)
+                    boundary = self.env_step == tc.online_steps
+                    evaluate = self.env_step % tc.eval_every == 0 or self.env_step in points or boundary
+                    if metrics and (self.env_step % tc.log_every == 0 or evaluate
+                                    or self.env_step % tc.checkpoint_every == 0):
+                        with self.clock("log"):
+                            for key, val in self.check_finite(metrics).items():
+                                for seed, v in zip(self.seeds, val):
+                                    writer.add_scalar(f"train/{key}/seed{seed}", float(v), x)
+                    if self.env_step % tc.log_every == 0 or boundary:
+                        bar.update(self.env_step - bar.n)
+                        if recent:
+                            bar.set_postfix(episode_return=f"{np.mean(list(recent.values())):.1f}")
+                    if evaluate:
+                        with self.clock("eval"):
+                            rec = self.evaluate(evaluator)
+                        for seed, sc in zip(self.seeds, rec["scores"]):
+                            writer.add_scalar(f"eval/normalized_score/seed{seed}", sc, x)
+                        if bar.disable:
+                            self.log(f"online step {self.env_step:,}/{tc.online_steps:,}: normalised score "
+                                     f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}")
+                    if self.env_step % tc.checkpoint_every == 0 or boundary:
+                        checkpoint()
+        finally:
+            bar.close()
+            writer.close()
+            evaluator.close()
+        self.wall_clock += time.perf_counter() - session_start
+
     # ---- finishing ------------------------------------------------------------------------------
     def updates_per_s(self) -> float:
-        """Updates per second over all the run's sessions: its steps over its recorded train time."""
+        """Updates per second over all the run's sessions: its updates (both phases) over its train time."""
         train_time = self.clock.totals["train"]
-        return self.step / train_time if train_time > 0 else 0.0
+        return (self.step + self.online_updates) / train_time if train_time > 0 else 0.0
+
+    def phase_scores(self, i: int) -> dict:
+        """The online-phase columns of seed i's row (empty without an online phase)."""
+        tc = self.train_cfg
+        if not tc.online_steps:
+            return {}
+        offline = [rec for rec in self.history if rec.get("env_step", 0) == 0]
+        at = {rec["env_step"]: rec["scores"][i] for rec in self.history if "env_step" in rec}
+        return {"online_steps": tc.online_steps, "offline_score": offline[-1]["scores"][i] if offline else None,
+                **{name: at.get(step) for name, step in self.online_points().items()}}
 
     def result_rows(self) -> list[dict]:
         """One row per seed from what the run recorded: the evaluation history, steps and times."""
@@ -391,7 +525,7 @@ class Trainer:
                 ref_max_score=self.dataset.ref_max_score, config_hash=cfg.config_hash(self.agent_cfg),
                 device=str(self.device), hardware=hardware(self.device), torch_version=torch.__version__,
                 wall_clock_s=round(self.wall_clock, 1), updates_per_s=round(self.updates_per_s(), 2),
-                run_dir=str(self.run_dir)))
+                run_dir=str(self.run_dir), **self.phase_scores(i)))
         return self.task_rows(rows) if self.task_conditioned else rows
 
     def task_rows(self, seed_rows: list[dict]) -> list[dict]:
@@ -413,9 +547,11 @@ class Trainer:
     def finish(self) -> list[dict]:
         """Record the result of a run whose training is complete: rows not yet in the results table, then
         result.json. Safe to repeat (a kill between the two, an unwritable table fixed since)."""
-        if self.step < self.train_cfg.steps or not self.history:
-            raise OfflineRLError(f"run {self.run_dir} is at step {self.step:,} of {self.train_cfg.steps:,}: resume "
-                                 f"it with offrl run --resume {self.run_dir}")
+        if self.step < self.train_cfg.steps or self.env_step < self.train_cfg.online_steps or not self.history:
+            raise OfflineRLError(f"run {self.run_dir} is at step {self.step:,} of {self.train_cfg.steps:,}"
+                                 + (f", online step {self.env_step:,} of {self.train_cfg.online_steps:,}"
+                                    if self.train_cfg.online_steps else "")
+                                 + f": resume it with offrl run --resume {self.run_dir}")
         rows = self.result_rows()
         try:
             appended = self.folder.record_result(rows, self.spec.results)
@@ -431,7 +567,8 @@ class Trainer:
         self.log(f"{self.spec.agent} on {self.dataset.name}{' (IQM over tasks)' if self.task_conditioned else ''}: "
                  f"normalised score {scores.mean():.1f} ± "
                  f"{scores.std():.1f} over seeds {self.seeds} after {self.step:,} updates "
-                 f"(best {np.mean([r['best_score'] for r in rows if r['task'] in ('', AGGREGATE)]):.1f}); "
+                 + (f"and {self.env_step:,} online steps " if self.train_cfg.online_steps else "")
+                 + f"(best {np.mean([r['best_score'] for r in rows if r['task'] in ('', AGGREGATE)]):.1f}); "
                  f"{ups:.0f} updates/s "
                  f"({ups * len(self.seeds):.0f} seed-updates/s, {self.train_step.mode}); wall-clock "
                  f"{self.wall_clock:.0f}s")

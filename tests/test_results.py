@@ -56,7 +56,7 @@ def test_appended_rows_read_back_exactly(tmp_path):
 
     back = read_rows(table)
     assert back == rows
-    for field in RESULT_FIELDS:
+    for field in rows[1]:  # the online-phase fields are absent from an offline row
         assert type(back[1][field]) is type(rows[1][field]), field
     assert table.read_text().count("date,agent,") == 1
 
