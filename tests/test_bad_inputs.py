@@ -41,6 +41,8 @@ def workspace(tmp_path_factory):
         made = CliRunner().invoke(main, ["run", "--agent", "td3bc", "--env", "pointmass-medium", "--dataset-size",
                                          SMALL, *TINY_RUN, "--out", "runs", "--name", "ok"])
         assert made.exit_code == 0, made.output
+        from offrl.data import resolve
+        resolve("offrl:pointgoals-random", size=int(SMALL), log=lambda msg: None)  # reward-free, four tasks
     ok = ws / "runs" / "ok"
     spec = yaml.safe_load((ok / "run.yaml").read_text())
     table = (ws / "runs" / "results.csv").read_text()
@@ -157,6 +159,14 @@ CASES = [
     ("set-csve-max-updates-zero", run("--set", "dynamics_max_updates=0", agent="csve"),
      "dynamics_max_updates"),
     ("set-csve-seed-negative", run("--set", "dynamics_seed=-3", agent="csve"), "dynamics_seed"),
+    # zero-shot agents and reward-free data
+    ("run-fb-single-task-dataset", run(agent="fb"), "no task set"),
+    ("run-reward-agent-reward-free-dataset", [*run(agent="td3bc"), "--env", "pointgoals-random"], "reward-free"),
+    ("set-fb-task-inference", run("--set", "task_inference=state", agent="fb"), "task_inference"),
+    ("set-fb-z-mix-ratio", run("--set", "z_mix_ratio=1.5", agent="fb"), "z_mix_ratio"),
+    ("set-fb-z-dim-zero", run("--set", "z_dim=0", agent="fb"), "z_dim"),
+    ("set-vcfb-target-penalty-negative", run("--set", "target_penalty=-1", agent="vcfb"), "target_penalty"),
+    ("set-mcfb-action-samples-zero", run("--set", "action_samples=0", agent="mcfb"), "action_samples"),
     ("config-missing", [*RUN, "--config", "{ws}/files/none.yaml"], "none.yaml"),
     ("config-folder", [*RUN, "--config", "{ws}/a_folder"], "a_folder"),
     ("config-list", [*RUN, "--config", "{ws}/files/list.yaml"], "mapping"),
