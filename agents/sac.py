@@ -12,7 +12,9 @@ the locomotion scripts): 2×256 networks with LayerNorm, 10 critics, subset 2 wi
 in the backup, actor and α lr 1e-4, critic lr 3e-4, α starting at 1, 1,024 rows per env step in 4 critic
 steps on disjoint quarters then one actor and temperature step, and the first 5,000 env steps collected by
 the (untrained) policy before any update. `--set offline_ratio=0.5` mixes in dataset rows (WSRL's RLPD
-baseline). Deviations: as WSRL's (initialisation, one actor output layer, per-seed streams).
+baseline). Deviations: as WSRL's (initialisation, one actor output layer, per-seed streams). On the
+pointmass toy, `family_defaults` use 32×32 networks, 4 critics and 256 rows per env step at UTD 2 (as WSRL's
+toy sizes), so a toy run takes minutes on a CPU.
 """
 from __future__ import annotations
 
@@ -51,4 +53,5 @@ class SAC(SACAgent):
 
 register_agent("sac", SAC, Config, paper="Haarnoja et al. 2018 (arXiv 1812.05905), as WSRL fine-tunes",
                family="online, from scratch", phases=("online",),
-               family_defaults={"pointmass": {"hidden": (64, 64)}})
+               family_defaults={"pointmass": {"hidden": (32, 32), "num_critics": 4, "batch_size": 256,
+                                              "online_batch_size": 256, "utd": 2}})

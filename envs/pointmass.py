@@ -43,8 +43,13 @@ def optimal_action(obs: np.ndarray) -> np.ndarray:
 
 
 class PointMassEnv(gym.Env):
-    """The gymnasium face of step_batch, for evaluation with vector envs."""
+    """The gymnasium face of step_batch, for evaluation with vector envs.
+
+    `reset(options={"start_shift": d})` moves each start coordinate d outward (p + d·sign(p), within the
+    arena): with d >= 1 every start lies outside the [-1, 1] box the datasets' episodes start in, while the
+    goals stay inside it. Robustness evaluation (offrl.evaluation.Perturbation) uses it."""
     metadata = {"render_modes": []}
+    supports_start_shift = True
 
     def __init__(self):
         self.observation_space = gym.spaces.Box(-2.0, 2.0, shape=(4,), dtype=np.float32)
@@ -54,6 +59,10 @@ class PointMassEnv(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self._obs = reset_batch(self.np_random, 1)[0]
+        shift = float((options or {}).get("start_shift", 0.0))
+        if shift:
+            p = self._obs[:2]
+            self._obs[:2] = np.clip(p + shift * np.sign(p), -2.0, 2.0)
         return self._obs.copy(), {}
 
     def step(self, action):

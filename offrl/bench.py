@@ -5,12 +5,14 @@ a warm-up that also pays for compiling, with a device synchronisation at the end
 per update are counted on the eager update with torch's per-operator formulas (torch.utils.flop_counter's
 registry, through a dispatch mode without module hooks, which break updates that call autograd.grad, as
 EDAC's does), averaged over a few consecutive steps so that delayed actor updates count at their real
-rate; efficiency is the
+rate. An agent whose updates 1, 1 + P, 1 + 2P, ... do extra work (`update_period` P: a model rollout) has
+those counted and timed apart, and their extra cost spread over P updates; efficiency is the
 achieved GFLOP/s over this machine's measured float32 matmul GFLOP/s at the same thread count.
 Speed is measured here, never in tests.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -135,23 +137,44 @@ def benchmark(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup
                       list(range(num_seeds)), device, compile_mode, cache=Cache(log=log), agent_state=agent_state,
                       log=log)
     agent, buffer, train_step = parts.agent, parts.buffer, parts.train_step
+    # Updates 1, 1 + P, 1 + 2P, ... of an agent with `update_period` P > 1 do extra work (a model rollout):
+    # they are counted and timed apart from the others, and their extra cost is spread over P updates.
+    period = max(int(getattr(agent, "update_period", 1)), 1)
+    plain = (s for s in itertools.count(2 if period > 1 else 1) if period == 1 or (s - 1) % period)
     counted = 4  # covers the delayed-actor cycle of TD3-style agents
-    with FlopCount() as counter:
-        for step in range(1, counted + 1):
-            agent.update(buffer.sample(), step)
-    gflop = counter.total / counted / 1e9
-    for step in range(step + 1, step + warmup + 1):
-        train_step(step)
+
+    def flops(step_numbers) -> float:
+        with FlopCount() as counter:
+            for step in step_numbers:
+                agent.update(buffer.sample(), step)
+        return counter.total / len(step_numbers) / 1e9
+
+    periodic_gflop = flops([1]) if period > 1 else 0.0
+    gflop = flops([next(plain) for _ in range(counted)])
+    for _ in range(warmup):
+        train_step(next(plain))
+    window = [next(plain) for _ in range(steps)]
+    seconds = _timed(train_step, window, device) / steps
+    if period > 1:
+        periodic_s = _timed(train_step, [period + 1, 2 * period + 1], device) / 2
+        log(f"{agent_name}: every {period} updates one takes {periodic_s:.3g}s ({periodic_gflop:.3g} GFLOP) instead of "
+            f"{seconds:.3g}s; spread over the {period}")
+        gflop += (periodic_gflop - gflop) / period
+        seconds += (periodic_s - seconds) / period
+    return BenchResult(agent_name, num_seeds, threads, str(device), train_step.mode, 1.0 / seconds, gflop,
+                       peak if peak is not None else matmul_gflops(device))
+
+
+def _timed(train_step, step_numbers, device: torch.device) -> float:
+    """Wall-clock seconds of the given training steps, waiting for the last one to finish."""
     _sync(device)
     t0 = time.perf_counter()
-    for step in range(step + 1, step + steps + 1):
+    for step in step_numbers:
         metrics = train_step(step)
-    for v in metrics.values():  # wait for the last update to finish
+    for v in metrics.values():
         v.cpu()
     _sync(device)
-    ups = steps / (time.perf_counter() - t0)
-    return BenchResult(agent_name, num_seeds, threads, str(device), train_step.mode, ups, gflop,
-                       peak if peak is not None else matmul_gflops(device))
+    return time.perf_counter() - t0
 
 
 def updates_per_second(agent_name: str, dataset, num_seeds: int, steps: int = 200, warmup: int = 20,

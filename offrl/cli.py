@@ -134,7 +134,11 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--online-steps", type=int, help="then this many environment steps of online fine-tuning per seed "
               "environment (agents with an online phase; eval, log and checkpoint intervals then count env steps)")
 @click.option("--eval-every", type=int, help="updates between evaluations [default: 5,000]")
-@click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10]")
+@click.option("--eval-episodes", type=int, help="evaluation episodes per seed [default: 10; 100 for VaR/CVaR]")
+@click.option("--eval-action-noise", type=float, help="robustness evaluation: Gaussian noise on every action, σ as a "
+              "fraction of the action range's half-width [default: 0]")
+@click.option("--eval-start-shift", type=float, help="robustness evaluation: starts moved out of the data's region "
+              "by this much (envs that define it, e.g. pointmass) [default: 0]")
 @click.option("--log-every", type=int, help="updates between metric reads [default: 1,000]")
 @click.option("--checkpoint-every", type=int, help="updates between checkpoints [default: 50,000; with --resume, "
               "the run's own setting]")
@@ -156,8 +160,9 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
               "run.yaml names (they run with your rights; without this, pass each one again with --plugin)")
 @click.pass_context
 @friendly
-def run(ctx, agent, dataset, seeds, steps, online_steps, eval_every, eval_episodes, log_every, checkpoint_every, config_file, sets,
-        device, threads, compile_mode, dataset_size, out, results, plugins, run_name, resume_dir, trust_plugins):
+def run(ctx, agent, dataset, seeds, steps, online_steps, eval_every, eval_episodes, eval_action_noise, eval_start_shift,
+        log_every, checkpoint_every, config_file, sets, device, threads, compile_mode, dataset_size, out, results, plugins,
+        run_name, resume_dir, trust_plugins):
     """Train an agent on a dataset and append one result row per seed."""
     from offrl import config as cfg
     from offrl import registry
@@ -189,6 +194,11 @@ def run(ctx, agent, dataset, seeds, steps, online_steps, eval_every, eval_episod
                 setattr(train, key, value)
         if steps is not None and agent in [a.name for a in registry.all_agents() if not a.offline]:
             raise OfflineRLError(f"agent {agent} trains online only: give --online-steps, not --steps")
+        for key, value in dict(eval_action_noise=eval_action_noise, eval_start_shift=eval_start_shift).items():
+            if value is not None:
+                if not value >= 0 or value == float("inf"):
+                    raise OfflineRLError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value}")
+                setattr(train, key, value)
         try:
             trainer = Trainer.start(agent, dataset, parse_seeds(seeds), out_dir=out, train=train,
                                     config_file=config_file, overrides=cfg.parse_set(sets), device=device,

@@ -301,6 +301,31 @@ class EnsembleDynamics(nn.Module):
         inverse[order] = torch.arange(n, device=x.device)
         return torch.cat(pieces)[inverse]
 
+    def elite_samples(self, obs: torch.Tensor, act: torch.Tensor, num_samples: int,
+                      streams: SeedStreams | None = None) -> torch.Tensor:
+        """Predicted states sampled from every elite's Gaussian, `num_samples` from each (MOBILE's penalty;
+        OfflineRL-Kit's `sample_next_obss`): observations and actions [S, B, d] (S = the streams' seeds) or
+        [B, d] (a one-seed stream) -> [S, num_samples, elites, B, obs_dim] (or [num_samples, elites, B, obs_dim]).
+        Seed s draws its noise from its own stream. Not wrapped in no_grad: callers decide."""
+        streams = self.noise if streams is None else streams
+        flat = obs.dim() == 2
+        if flat:
+            obs, act = obs.unsqueeze(0), act.unsqueeze(0)
+        if obs.dim() != 3 or obs.shape[0] != streams.num_seeds or act.shape[:2] != obs.shape[:2]:
+            raise OfflineRLError(f"dynamics elite samples: observations {list(obs.shape)} and actions "
+                                 f"{list(act.shape)} do not fit streams of {streams.num_seeds} seeds")
+        S, B, d = obs.shape
+        x = self.normalise_inputs(torch.cat([obs, act], dim=-1).reshape(S * B, -1))
+        mean, logvar = self(x)  # [E, S·B, out]
+        K = self.config.elites
+
+        def per_seed(t):  # [E, S·B, out] -> the elites' state part [S, 1, K, B, d]
+            return t.index_select(0, self.elite_index)[..., :d].reshape(K, S, B, d).transpose(0, 1).unsqueeze(1)
+
+        eps = streams.normal(num_samples, K, B, d)  # [S, n, K, B, d]
+        samples = obs[:, None, None] + per_seed(mean) + per_seed((0.5 * logvar).exp()) * eps
+        return samples[0] if flat else samples
+
     @torch.no_grad()
     def rollout(self, policy_fn: Callable[[torch.Tensor], torch.Tensor], start_obs: torch.Tensor, horizon: int,
                 deterministic: bool = False, streams: SeedStreams | None = None,

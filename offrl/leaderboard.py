@@ -22,8 +22,9 @@ board's other groups, title and notes stay.
 
 A board compares like with like, so `publish` refuses a selection whose rows differ in updates, evaluation
 interval or evaluation episodes, whose (agent, dataset) group mixes agent configurations, or that holds the same
-(agent, dataset, seed, task) twice (a multi-task run has one row per task of each seed). The folder is assembled beside its final place and renamed into it, so a reader
-sees the old board or the new one, never a half-written one.
+(agent, dataset, seed, task) twice (a multi-task run has one row per task of each seed). The folder is
+assembled beside its final place and renamed into it, so a reader sees the old board or the new one, never a
+half-written one.
 """
 from __future__ import annotations
 
@@ -59,17 +60,7 @@ def results_root() -> Path:
 
 def select(rows: list[dict], agents=None, datasets=None) -> list[dict]:
     """The rows of the given agents and datasets (None: all), or an error naming what matched nothing."""
-    for field, wanted in (("agent", agents), ("dataset", datasets)):
-        if wanted:
-            present = {r[field] for r in rows}
-            missing = [w for w in wanted if w not in present]
-            if missing:
-                raise OfflineRLError(f"no result rows for {field} {', '.join(missing)} "
-                                     f"(the table has: {', '.join(sorted(present)) or 'nothing'})")
-            rows = [r for r in rows if r[field] in wanted]
-    if not rows:
-        raise OfflineRLError("no result rows to publish")
-    return rows
+    return results.select_rows(rows, agents, datasets, purpose="to publish")
 
 
 def check_comparable(rows: list[dict]) -> None:

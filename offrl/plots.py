@@ -122,17 +122,7 @@ def curves_of_rows(rows: list[dict]) -> tuple[list[RunCurve], list[tuple[str, st
 
 def select_rows(rows: list[dict], agents=None, datasets=None) -> list[dict]:
     """The rows of the given agents and datasets (None: all); an error names what matched nothing."""
-    for field, wanted in (("agent", agents), ("dataset", datasets)):
-        if wanted:
-            present = {r[field] for r in rows}
-            unknown = [w for w in wanted if w not in present]
-            if unknown:
-                raise OfflineRLError(f"no result rows for {field} {', '.join(unknown)} "
-                                     f"(the rows have: {', '.join(sorted(present))})")
-            rows = [r for r in rows if r[field] in wanted]
-    if not rows:
-        raise OfflineRLError("no result rows to plot")
-    return rows
+    return results.select_rows(rows, agents, datasets, purpose="to plot")
 
 
 def _by_group(rows) -> dict[tuple[str, str], list[dict]]:

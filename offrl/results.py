@@ -9,6 +9,11 @@ Aggregates are computed from the per-seed rows, separately for the last ("final"
 mean, std, interquartile mean (IQM) and a bootstrap confidence interval of the IQM. Scores are normalised
 scores, so one agent's scores can also be pooled across datasets; that "all datasets" row uses a stratified
 bootstrap (see `_stratified_bootstrap_ci`).
+
+Risk: each row also holds the lower tail of its last evaluation's episodes, the value at risk (the
+RISK_LEVEL quantile of the returns) and the conditional value at risk (the mean of the returns at or below
+it), as normalised scores; `offrl table` shows their means over seeds. Rows are grouped by the evaluation
+they ran under too (`eval_perturbation`), so standard and perturbed evaluations stand side by side.
 """
 from __future__ import annotations
 
@@ -53,24 +58,32 @@ RESULT_FIELDS = [
     "wall_clock_s",
     "updates_per_s",
     "run_dir",
-    # The online phase (empty for a run without one). A table written before these columns existed still reads.
+    # The online phase (empty for a run without one).
     "online_steps",     # environment steps per seed environment after the offline phase
     "offline_score",    # normalised score at the end of the offline phase (empty for an online-only run)
     "online_score_25",  # normalised score after 25%, 50% and 75% of the online steps (final_score is the end)
     "online_score_50",
     "online_score_75",
+    # Risk and the evaluation's conditions.
+    "final_var10",      # normalised VaR at 10% of the last evaluation's episode returns (empty: not recorded)
+    "final_cvar10",     # normalised CVaR at 10%: the mean of the episodes at or below the VaR
+    "eval_perturbation",  # the evaluation's perturbation (offrl/evaluation.py), "none" for the standard one
 ]
 ONLINE_SCORES = ("offline_score", "online_score_25", "online_score_50", "online_score_75")
 PHASE_LABELS = {"offline_score": "offline", "online_score_25": "online 25%", "online_score_50": "online 50%",
                 "online_score_75": "online 75%"}
-ONLINE_FIELDS = ("online_steps", "offline_score", "online_score_25", "online_score_50", "online_score_75")
+# Fields added after tables were first written: a table without them still reads, with these values.
+LATER_FIELDS = {"task": "", "online_steps": None, **{name: None for name in ONLINE_SCORES}, "final_var10": None,
+                "final_cvar10": None, "eval_perturbation": "none"}
+# Numbers that may be empty (None): not recorded, or no such phase. Never a made-up number.
+OPTIONAL_INT_FIELDS = frozenset({"online_steps"})
+OPTIONAL_FLOAT_FIELDS = frozenset({*ONLINE_SCORES, "final_var10", "final_cvar10"})
+RISK_LEVEL = 0.1  # the tail of VaR and CVaR: the worst 10% of a seed's evaluation episodes
 INT_FIELDS = frozenset({"seed", "steps", "eval_every", "eval_episodes"})
 FLOAT_FIELDS = frozenset({
     "final_score", "best_score", "final_return", "best_return", "ref_min_score", "ref_max_score",
     "wall_clock_s", "updates_per_s",
 })
-# Columns a row may leave out (and a table written before they existed lacks), with their value then.
-READ_DEFAULTS = {"task": ""}
 SCORE_KINDS = ("final", "best")
 ALL_DATASETS = "all datasets"
 
@@ -81,8 +94,8 @@ def _coerce_row(row: dict) -> dict:
     """The row with typed values, or ValueError saying which field is wrong."""
     if not isinstance(row, dict):
         raise ValueError(f"a result row must be a dict, got {type(row).__name__}")
-    row = {**READ_DEFAULTS, **row}  # a row of a single-task dataset may leave its task out
-    missing = [f for f in RESULT_FIELDS if f not in row and f not in ONLINE_FIELDS]
+    row = {**{k: v for k, v in LATER_FIELDS.items() if k not in row}, **row}
+    missing = [f for f in RESULT_FIELDS if f not in row]
     unknown = sorted(set(row) - set(RESULT_FIELDS))
     if missing or unknown:
         parts = []
@@ -93,16 +106,12 @@ def _coerce_row(row: dict) -> dict:
         raise ValueError(f"result row has {'; '.join(parts)}")
     typed = {}
     for name in RESULT_FIELDS:
-        value = row.get(name)
-        if name in ONLINE_FIELDS and value in (None, ""):
-            continue  # no online phase (or no offline one): an empty cell, never a made-up number
-        elif name == "online_steps":
+        value = row[name]
+        if name in OPTIONAL_INT_FIELDS | OPTIONAL_FLOAT_FIELDS and value in (None, ""):
+            typed[name] = None
+        elif name in INT_FIELDS or name in OPTIONAL_INT_FIELDS:
             typed[name] = _as_int(name, value)
-        elif name in ONLINE_FIELDS:
-            typed[name] = _as_finite_float(name, value)
-        elif name in INT_FIELDS:
-            typed[name] = _as_int(name, value)
-        elif name in FLOAT_FIELDS:
+        elif name in FLOAT_FIELDS or name in OPTIONAL_FLOAT_FIELDS:
             typed[name] = _as_finite_float(name, value)
         else:
             if value is None:
@@ -203,8 +212,25 @@ def _append(path, typed_rows: list[dict], same_run) -> int:
 
 
 def _format_value(value) -> str:
+    if value is None:  # an optional field not recorded
+        return ""
     # repr of a float is the shortest string that parses back to the same float: rows round-trip exactly.
     return repr(value) if isinstance(value, float) else "" if value is None else str(value)
+
+
+def select_rows(rows: list[dict], agents=None, datasets=None, purpose: str = "to use") -> list[dict]:
+    """The rows of the given agents and datasets (None: all); an error names what matched nothing."""
+    for field, wanted in (("agent", agents), ("dataset", datasets)):
+        if wanted:
+            present = {r[field] for r in rows}
+            missing = [w for w in wanted if w not in present]
+            if missing:
+                raise OfflineRLError(f"no result rows for {field} {', '.join(missing)} "
+                                     f"(the table has: {', '.join(sorted(present)) or 'nothing'})")
+            rows = [r for r in rows if r[field] in wanted]
+    if not rows:
+        raise OfflineRLError(f"no result rows {purpose}")
+    return rows
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
@@ -234,8 +260,7 @@ def _read_rows(path: Path) -> list[dict]:
         header = next(reader, None)
         if header is None:
             return []
-        missing = [f for f in RESULT_FIELDS
-                   if f not in header and f not in READ_DEFAULTS and f not in ONLINE_FIELDS]
+        missing = [f for f in RESULT_FIELDS if f not in header and f not in LATER_FIELDS]
         if missing:
             raise OfflineRLError(f"results table {path} lacks column(s): {', '.join(missing)}")
         rows = []
@@ -246,7 +271,7 @@ def _read_rows(path: Path) -> list[dict]:
             if len(values) != len(header):
                 raise OfflineRLError(
                     f"results table {path}, line {line}: {len(values)} values for {len(header)} columns")
-            raw = {**READ_DEFAULTS, **dict(zip(header, values))}
+            raw = dict(zip(header, values))
             extra = {k: v for k, v in raw.items() if k not in RESULT_FIELDS}
             try:
                 row = _coerce_row({k: v for k, v in raw.items() if k in RESULT_FIELDS})
@@ -255,6 +280,50 @@ def _read_rows(path: Path) -> list[dict]:
             row.update(extra)
             rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------------------------------- risk
+
+def value_at_risk(returns, level: float = RISK_LEVEL) -> float:
+    """The empirical `level` quantile of episode returns, from below: the ceil(level·N)-th smallest return.
+    With N episodes it rests on ceil(level·N) of them (one when N <= 10), so it means little below ~50."""
+    ordered = np.sort(np.asarray(returns, dtype=float).reshape(-1))
+    return float(ordered[max(1, math.ceil(level * ordered.size - 1e-9)) - 1])
+
+
+def conditional_value_at_risk(returns, level: float = RISK_LEVEL) -> float:
+    """The mean of the ceil(level·N) smallest episode returns (expected shortfall): the mean of the tail
+    whose upper end is `value_at_risk`."""
+    ordered = np.sort(np.asarray(returns, dtype=float).reshape(-1))
+    return float(ordered[:max(1, math.ceil(level * ordered.size - 1e-9))].mean())
+
+
+RISK_COLUMNS = ("final_var10", "final_cvar10")
+
+
+def label_configs(rows: list[dict]) -> list[dict]:
+    """The rows, with "agent [first 6 digits of config_hash]" as the agent of every row whose agent ran more
+    than one configuration on the same dataset (and evaluation); other rows keep their agent's name."""
+    configs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        configs[(str(row["agent"]), group_dataset(row))].add(str(row.get("config_hash", "")))
+    return [dict(row, agent=f"{row['agent']} [{str(row.get('config_hash', ''))[:6]}]")
+            if len(configs[(str(row["agent"]), group_dataset(row))]) > 1 else row for row in rows]
+
+
+def group_dataset(row: dict) -> str:
+    """The dataset a row is grouped under: its name, with the evaluation's perturbation when there is one."""
+    perturbation = str(row.get("eval_perturbation") or "none")
+    return str(row["dataset"]) if perturbation == "none" else f"{row['dataset']} [{perturbation}]"
+
+
+def _risk_means(rows: list[dict]) -> dict:
+    """Mean over seeds of each risk column; NaN when no row of the group recorded it."""
+    means = {}
+    for column in RISK_COLUMNS:
+        values = [float(r[column]) for r in rows if r.get(column) not in (None, "")]
+        means[f"{column}_mean"] = float(np.mean(values)) if values else float("nan")
+    return means
 
 
 # -------------------------------------------------------------------------------------- aggregation
@@ -349,20 +418,29 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     the pooled row last. Every group's bootstrap uses a generator seeded with `seed` alone, so a group's
     interval does not change when other agents or datasets are added to the table.
 
-    Every row of a group counts as one seed: a seed run twice and appended twice counts twice.
+    Every row of a group counts as one seed: a seed run twice and appended twice counts twice. Rows of one
+    agent on one dataset trained with different configurations (a `--set` sweep, an ablation flag) are not
+    pooled: each configuration is its own group, labelled "agent [config hash]" (see `label_configs`).
     """
+    rows = label_configs(rows)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
     scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {k: [] for k in SCORE_KINDS})
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
     task_scores: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
         lambda: {k: [] for k in SCORE_KINDS})
+    task_grouped: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        task = str(row.get("task", ""))
+        key, task = (str(row["agent"]), group_dataset(row)), str(row.get("task", ""))
         # A multi-task run's per-task rows get groups of their own; its "all tasks" rows stand for the dataset.
-        group = scores[(str(row["agent"]), str(row["dataset"]))] if task in ("", AGGREGATE_TASK) else \
-            task_scores[(str(row["agent"]), str(row["dataset"]), task)]
+        if task in ("", AGGREGATE_TASK):
+            grouped[key].append(row)
+            group = scores[key]
+        else:
+            task_grouped[(*key, task)].append(row)
+            group = task_scores[(*key, task)]
         for kind in SCORE_KINDS:
             group[kind].append(_as_finite_float(f"{kind}_score", row[f"{kind}_score"]))
     tasks_of = defaultdict(list)
@@ -374,7 +452,7 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     for row in rows:
         for name in ONLINE_SCORES:
             if row.get(name) not in (None, ""):
-                phase_scores[(str(row["agent"]), str(row["dataset"]))][name].append(float(row[name]))
+                phase_scores[(str(row["agent"]), group_dataset(row))][name].append(float(row[name]))
 
     by_agent: dict[str, list[str]] = defaultdict(list)
     for agent, dataset in sorted(scores):
@@ -390,6 +468,7 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
                 for kind in SCORE_KINDS:
                     values = np.asarray(group[kind], dtype=float)
                     entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
+                entry.update(_risk_means(task_grouped[(agent, dataset, task)]))
                 aggregated.append(entry)
             group = scores[(agent, dataset)]
             entry = {"agent": agent, "dataset": dataset, "task": AGGREGATE_TASK if tasks_of[(agent, dataset)] else "",
@@ -399,7 +478,10 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
                 entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
             for name, values in phase_scores[(agent, dataset)].items():
                 entry[f"{name}_mean"] = float(np.mean(values))
+            entry.update(_risk_means(grouped[(agent, dataset)]))
             aggregated.append(entry)
+        # Pooled over datasets under the standard evaluation only: a perturbed one is another test, not a dataset.
+        datasets = [d for d in datasets if all(group_dataset(r) == r["dataset"] for r in grouped[(agent, d)])]
         if len(datasets) > 1:
             entry = {"agent": agent, "dataset": ALL_DATASETS, "task": "", "n_datasets": len(datasets),
                      "n": sum(len(scores[(agent, d)]["final"]) for d in datasets), "confidence": confidence}
@@ -407,6 +489,7 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
                 groups = [np.asarray(scores[(agent, d)][kind], dtype=float) for d in datasets]
                 ci = _stratified_bootstrap_ci(groups, n_boot, confidence, seed)
                 entry.update(_summary(np.concatenate(groups), kind, ci))
+            entry.update(_risk_means([r for d in datasets for r in grouped[(agent, d)]]))
             aggregated.append(entry)
     return aggregated
 
@@ -440,6 +523,9 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
     header = ["agent", "dataset"] + (["task"] if by_task else []) + ["n"]
     for kind in which:
         header += [f"{kind} mean ± std", f"{kind} IQM", f"{kind} IQM {ci_label}"]
+    risk = "final" in which
+    if risk:
+        header += ["final VaR10", "final CVaR10"]
     body = []
     for row in aggregated:
         cells = [str(row["agent"]), str(row["dataset"])] + ([str(row.get("task", ""))] if by_task else []) + [
@@ -448,6 +534,8 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
             cells += [f"{row[f'{kind}_mean']:.2f} ± {row[f'{kind}_std']:.2f}",
                       f"{row[f'{kind}_iqm']:.2f}",
                       f"[{row[f'{kind}_ci_lo']:.2f}, {row[f'{kind}_ci_hi']:.2f}]"]
+        if risk:
+            cells += [_number_or_dash(row.get(f"{column}_mean")) for column in RISK_COLUMNS]
         body.append(cells)
     phase_columns = [name for name in ONLINE_SCORES if any(f"{name}_mean" in row for row in aggregated)]
     if phase_columns:  # runs with an online phase: the mean score at the switch and along the online phase
@@ -473,11 +561,17 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
     return "\n".join([line(header), rule] + [line(c) for c in body]) + "\n"
 
 
+def _number_or_dash(value) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
 def _format_csv(aggregated: list[dict], which: tuple[str, ...]) -> str:
     columns = ["agent", "dataset", "task", "n_datasets", "n", "confidence"]
     for kind in which:
         columns += [f"{kind}_{stat}" for stat in ("mean", "std", "iqm", "ci_lo", "ci_hi")]
     columns += [f"{name}_mean" for name in ONLINE_SCORES if any(f"{name}_mean" in row for row in aggregated)]
+    if "final" in which:
+        columns += [f"{column}_mean" for column in RISK_COLUMNS]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

@@ -35,12 +35,12 @@ from offrl.build import agent_config, build_run, load_plugins
 from offrl.cache import Cache, dataset_fingerprint
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
-from offrl.evaluation import Evaluator, TaskEvaluator
+from offrl.evaluation import Evaluator, Perturbation, TaskEvaluator
 from offrl.machine import hardware, pick_device, set_threads
 from offrl.online import OnlinePhase
 from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
-from offrl.results import iqm
+from offrl.results import RISK_LEVEL, conditional_value_at_risk, iqm, value_at_risk
 from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
 from offrl.tasks import AGGREGATE
@@ -57,6 +57,12 @@ class TrainConfig:
     eval_seed: cfg.Seed = 10_000  # env seed of evaluation episode k is eval_seed + k
     log_every: cfg.PositiveInt = 1_000  # updates between metric reads (TensorBoard, progress bar, NaN check)
     checkpoint_every: cfg.PositiveInt = 50_000  # updates between atomic checkpoints (and one at the end)
+    # Robustness evaluation (offrl/evaluation.py Perturbation): every evaluation of the run is perturbed.
+    eval_action_noise: cfg.NonNegativeFloat = 0.0  # σ of Gaussian action noise, fraction of the half-range
+    eval_start_shift: cfg.NonNegativeFloat = 0.0  # starts moved out of the data's region (envs that define it)
+
+    def perturbation(self) -> Perturbation:
+        return Perturbation(action_noise=self.eval_action_noise, start_shift=self.eval_start_shift)
 
 
 def git_revision() -> str:
@@ -68,6 +74,16 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return __version__
+
+
+def default_run_name(agent: str, dataset: str, out_dir: Path) -> str:
+    """agent_dataset_time, with -2, -3, ... when a run of the same agent and dataset started in the same second."""
+    base = f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while (out_dir / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def code_range(revisions: list[str]) -> str:
@@ -97,6 +113,51 @@ class PhaseClock:
         return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(self.totals.items(), key=lambda kv: -kv[1]))
 
 
+class PhaseSession:
+    """What one phase's loop holds while it runs (the offline updates, or the online environment steps): the
+    TensorBoard writer, the evaluator, the progress bar, and the checkpoint and stop rules both loops share.
+    `position` is the phase's counter (updates or environment steps)."""
+
+    def __init__(self, trainer: "Trainer", total: int, position: int, desc: str, unit: str, tb_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        tc = trainer.train_cfg
+        self.trainer = trainer
+        self.writer = SummaryWriter(str(trainer.run_dir / "tb"), purge_step=tb_step or None)
+        if trainer.task_conditioned:  # zero-shot: every task of the dataset's task set
+            self.evaluator = TaskEvaluator(trainer.dataset, len(trainer.seeds), tc.eval_episodes, tc.eval_seed,
+                                           trainer.device, getattr(trainer.agent_cfg, "inference_samples", 10_000),
+                                           perturbation=tc.perturbation())
+        else:
+            self.evaluator = Evaluator(trainer.dataset, len(trainer.seeds), tc.eval_episodes, tc.eval_seed,
+                                       trainer.device, perturbation=tc.perturbation())
+        self.bar = tqdm(total=total, initial=position, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0,
+                        disable=None)
+        self.started, self.saved_at = time.perf_counter(), position  # saved_at: the newest checkpoint's position
+
+    def checkpoint(self, position: int) -> None:
+        t = self.trainer
+        with t.clock("checkpoint"):
+            t.wall_clock += time.perf_counter() - self.started
+            self.started = time.perf_counter()
+            t.save_checkpoint()
+            self.saved_at = position
+
+    def stop_if_asked(self, stop: StopSignals, position: int, where: str) -> None:
+        """SIGINT/SIGTERM arrived during the last step: keep that step in a checkpoint, then end the run."""
+        if stop.requested:
+            if self.saved_at != position:
+                self.checkpoint(position)
+            raise RunInterrupted(f"{stop.name}: stopped at {where} and saved a checkpoint of it; continue with: "
+                                 f"offrl run --resume {self.trainer.run_dir}", stop.signum)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+        self.evaluator.close()
+
+
 class Trainer:
     def __init__(self, folder: RunFolder, spec: RunSpec, log=print, dataset=None, agent_cfg=None,
                  clock: PhaseClock | None = None):
@@ -119,6 +180,7 @@ class Trainer:
                                      "ref_max_score), so no normalised score can be reported; add them to its "
                                      "metadata")
             check_results_table(spec.results)
+            self.train_cfg.perturbation().check(self.dataset.make_env())
             parts = build_run(spec.agent, self.dataset, self.agent_cfg, self.seeds, self.device, spec.compile,
                               total_steps=self.train_cfg.steps, cache=Cache(log=log), log=log)
             self.agent, self.buffer, self.train_step = parts.agent, parts.buffer, parts.train_step
@@ -161,8 +223,7 @@ class Trainer:
         train = train or TrainConfig()
         if not info.offline:  # trained from scratch in the environment: no offline updates
             train = dataclasses.replace(train, steps=0)
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = run_name or f"{agent}_{dataset.replace(':', '_').replace('/', '_')}_{stamp}"
+        name = run_name or default_run_name(agent, dataset, Path(out_dir))
         folder = RunFolder(Path(out_dir) / name)
         if folder.exists():
             raise OfflineRLError(f"run folder {folder.path} exists: resume it with --resume {folder.path}")
@@ -296,6 +357,7 @@ class Trainer:
                   "scores": [float(s) for s in np.asarray(scores).reshape(-1)]}
         if self.train_cfg.online_steps:
             record["env_step"] = self.env_step
+        record.update(self.risk_of(returns))
         self.history.append(record)
         self.folder.write_evaluations(self.seeds, self.history)
         return record
@@ -307,7 +369,8 @@ class Trainer:
         for task in self.dataset.tasks:
             mean_returns = per_task[task.name].mean(1)
             tasks[task.name] = {"returns": [float(r) for r in mean_returns],
-                                "scores": [float(x) for x in task.normalized_score(mean_returns)]}
+                                "scores": [float(x) for x in task.normalized_score(mean_returns)],
+                                **self.risk_of(per_task[task.name], task.normalized_score)}
         record = {"step": self.step, "tasks": tasks,
                   "task_inference": str(getattr(self.agent_cfg, "task_inference", "reward"))}
         for key in ("returns", "scores"):
@@ -315,6 +378,17 @@ class Trainer:
         self.history.append(record)
         self.folder.write_evaluations(self.seeds, self.history)
         return record
+
+    def risk_of(self, returns: np.ndarray, normalized_score=None) -> dict:
+        """Per seed: VaR and CVaR at RISK_LEVEL of the episodes' returns, as normalised scores (the
+        normalisation is increasing and affine, so it commutes with both). `normalized_score`: a task's, else
+        the dataset's."""
+        normalize = normalized_score or self.dataset.normalized_score
+
+        def normalised(values):
+            return [float(v) for v in np.asarray(normalize(np.asarray(values))).reshape(-1)]
+        return {"var": normalised([value_at_risk(r, RISK_LEVEL) for r in returns]),
+                "cvar": normalised([conditional_value_at_risk(r, RISK_LEVEL) for r in returns])}
 
     def fit(self, stop_at: int | None = None, stop_online_at: int | None = None) -> list[dict] | None:
         """Train to `train.steps`, then online to `train.online_steps`, then finish. `stop_at` (an update) and
@@ -345,40 +419,18 @@ class Trainer:
                 self.folder.unlock()
 
     def _train(self, stop_at: int | None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
         tc = self.train_cfg
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        evaluator = (TaskEvaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device,
-                                   getattr(self.agent_cfg, "inference_samples", 10_000)) if self.task_conditioned
-                     else Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device))
-        bar = tqdm(total=tc.steps, initial=self.step, desc=f"{self.spec.agent} {self.spec.dataset}",
-                   unit="upd", dynamic_ncols=True, mininterval=1.0, disable=None)
-        session_start, train_time_start = time.perf_counter(), self.clock.totals["train"]
-        steps_start = self.step
+        session = PhaseSession(self, tc.steps, self.step, f"{self.spec.agent} {self.spec.dataset}", "upd", self.step)
+        writer, evaluator, bar = session.writer, session.evaluator, session.bar
+        train_time_start, steps_start = self.clock.totals["train"], self.step
         metrics: dict = {}
-        saved_at = self.step  # the step of the newest checkpoint (or of the start)
-
-        def checkpoint():
-            nonlocal session_start, saved_at
-            with self.clock("checkpoint"):
-                self.wall_clock += time.perf_counter() - session_start
-                session_start = time.perf_counter()
-                self.save_checkpoint()
-                saved_at = self.step
-
         self.agent.train()
         try:
             with StopSignals() as stop:
                 while self.step < tc.steps:
                     if stop_at is not None and self.step >= stop_at:
                         return
-                    if stop.requested:  # SIGINT/SIGTERM arrived during the last step: keep it, then end
-                        if saved_at != self.step:
-                            checkpoint()
-                        raise RunInterrupted(f"{stop.name}: stopped at step {self.step:,} and saved a checkpoint of "
-                                             f"it; continue with: offrl run --resume {self.run_dir}", stop.signum)
+                    session.stop_if_asked(stop, self.step, f"step {self.step:,}")
                     with self.clock("train"):
                         self.step += 1
                         metrics = self.train_step(self.step)
@@ -404,12 +456,10 @@ class Trainer:
                                      f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}, "
                                      f"{rate:.1f} updates/s")
                     if self.step % tc.checkpoint_every == 0 or boundary:
-                        checkpoint()
+                        session.checkpoint(self.step)
         finally:
-            bar.close()
-            writer.close()
-            evaluator.close()
-        self.wall_clock += time.perf_counter() - session_start
+            session.close()
+        self.wall_clock += time.perf_counter() - session.started
 
     def online_points(self) -> dict[str, int]:
         """The environment steps at which the result row records the online phase's score."""
@@ -419,41 +469,22 @@ class Trainer:
     def _train_online(self, stop_at: int | None) -> None:
         """The online phase: each environment step collects one transition per seed environment; after the
         warm-up each is followed by one update. Logging, evaluation and checkpoints count environment steps."""
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
         tc = self.train_cfg
         self.begin_online()
         online = self.online
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=(self.step + self.env_step) or None)
-        evaluator = Evaluator(self.dataset, len(self.seeds), tc.eval_episodes, tc.eval_seed, self.device)
-        bar = tqdm(total=tc.online_steps, initial=self.env_step, desc=f"{self.spec.agent} {self.spec.dataset} online",
-                   unit="env step", dynamic_ncols=True, mininterval=1.0, disable=None)
-        session_start, saved_at = time.perf_counter(), self.env_step
+        session = PhaseSession(self, tc.online_steps, self.env_step, f"{self.spec.agent} {self.spec.dataset} online",
+                               "env step", self.step + self.env_step)
+        writer, evaluator, bar = session.writer, session.evaluator, session.bar
         points = set(self.online_points().values())
         recent: dict[int, float] = {}  # seed index -> return of its last finished episode
         metrics: dict = {}
-
-        def checkpoint():
-            nonlocal session_start, saved_at
-            with self.clock("checkpoint"):
-                self.wall_clock += time.perf_counter() - session_start
-                session_start = time.perf_counter()
-                self.save_checkpoint()
-                saved_at = self.env_step
-
         self.agent.train()
         try:
             with StopSignals() as stop:
                 while self.env_step < tc.online_steps:
                     if stop_at is not None and self.env_step >= stop_at:
                         return
-                    if stop.requested:
-                        if saved_at != self.env_step:
-                            checkpoint()
-                        raise RunInterrupted(f"{stop.name}: stopped at online step {self.env_step:,} and saved a "
-                                             f"checkpoint of it; continue with: offrl run --resume {self.run_dir}",
-                                             stop.signum)
+                    session.stop_if_asked(stop, self.env_step, f"online step {self.env_step:,}")
                     with self.clock("env"):
                         finished = online.envs.step(self.agent, online.buffer)
                     self.env_step += 1
@@ -486,12 +517,10 @@ class Trainer:
                             self.log(f"online step {self.env_step:,}/{tc.online_steps:,}: normalised score "
                                      f"{np.mean(rec['scores']):.1f} ± {np.std(rec['scores']):.1f}")
                     if self.env_step % tc.checkpoint_every == 0 or boundary:
-                        checkpoint()
+                        session.checkpoint(self.env_step)
         finally:
-            bar.close()
-            writer.close()
-            evaluator.close()
-        self.wall_clock += time.perf_counter() - session_start
+            session.close()
+        self.wall_clock += time.perf_counter() - session.started
 
     # ---- finishing ------------------------------------------------------------------------------
     def updates_per_s(self) -> float:
@@ -525,7 +554,11 @@ class Trainer:
                 ref_max_score=self.dataset.ref_max_score, config_hash=cfg.config_hash(self.agent_cfg),
                 device=str(self.device), hardware=hardware(self.device), torch_version=torch.__version__,
                 wall_clock_s=round(self.wall_clock, 1), updates_per_s=round(self.updates_per_s(), 2),
-                run_dir=str(self.run_dir), **self.phase_scores(i)))
+                run_dir=str(self.run_dir), **self.phase_scores(i),
+                # Risk of the last evaluation's episodes (absent from histories written before it was kept).
+                final_var10=final["var"][i] if "var" in final else None,
+                final_cvar10=final["cvar"][i] if "cvar" in final else None,
+                eval_perturbation=self.train_cfg.perturbation().label()))
         return self.task_rows(rows) if self.task_conditioned else rows
 
     def task_rows(self, seed_rows: list[dict]) -> list[dict]:
@@ -534,14 +567,18 @@ class Trainer:
         tasks = list(self.dataset.tasks)
         rows = []
         for i, row in enumerate(seed_rows):
+            # The aggregate's risk columns stay empty: an IQM over tasks has no episodes of its own.
             rows.append(dict(row, task=AGGREGATE, ref_min_score=float(np.mean([t.ref_min_score for t in tasks])),
-                             ref_max_score=float(np.mean([t.ref_max_score for t in tasks]))))
+                             ref_max_score=float(np.mean([t.ref_max_score for t in tasks])),
+                             final_var10=None, final_cvar10=None))
             for task in tasks:
                 final = self.history[-1]["tasks"][task.name]
                 best = max((rec["tasks"][task.name] for rec in self.history), key=lambda t: t["scores"][i])
                 rows.append(dict(row, task=task.name, final_score=final["scores"][i], best_score=best["scores"][i],
                                  final_return=final["returns"][i], best_return=best["returns"][i],
-                                 ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score))
+                                 ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score,
+                                 final_var10=final["var"][i] if "var" in final else None,
+                                 final_cvar10=final["cvar"][i] if "cvar" in final else None))
         return rows
 
     def finish(self) -> list[dict]:

@@ -41,6 +41,12 @@ def make_row(**overrides):
         "wall_clock_s": 123.456,
         "updates_per_s": 810.0,
         "run_dir": "runs/td3bc, pointmass \"medium\"/seed0",
+        # An offline run's online-phase columns are empty.
+        "online_steps": None, "offline_score": None, "online_score_25": None, "online_score_50": None,
+        "online_score_75": None,
+        "final_var10": 60.5,
+        "final_cvar10": 55.25,
+        "eval_perturbation": "none",
     }
     row.update(overrides)
     return row
@@ -56,7 +62,7 @@ def test_appended_rows_read_back_exactly(tmp_path):
 
     back = read_rows(table)
     assert back == rows
-    for field in rows[1]:  # the online-phase fields are absent from an offline row
+    for field in rows[1]:
         assert type(back[1][field]) is type(rows[1][field]), field
     assert table.read_text().count("date,agent,") == 1
 
@@ -304,8 +310,9 @@ def test_format_text_shows_the_statistics_aligned():
 def test_format_markdown_is_a_github_table():
     aggregated = export_example()
     lines = format_table(aggregated, "markdown", which=("final",)).splitlines()
-    assert lines[0] == "| agent | dataset | n | final mean ± std | final IQM | final IQM 95% CI |"
-    assert lines[1] == "| --- | --- | ---: | ---: | ---: | ---: |"
+    assert lines[0] == ("| agent | dataset | n | final mean ± std | final IQM | final IQM 95% CI | final VaR10 | "
+                        "final CVaR10 |")
+    assert lines[1] == "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     assert lines[2].startswith("| td3bc | a | 4 | 25.00 ± 12.91 | 25.00 | [")
     assert len(lines) == 2 + len(aggregated)
     assert "best" not in "\n".join(lines)
@@ -328,3 +335,15 @@ def test_format_rejects_unknown_format_and_kind():
         format_table(export_example(), "html")
     with pytest.raises(ValueError, match="which"):
         format_table(export_example(), "text", which=("median",))
+
+
+def test_two_configurations_of_one_agent_are_not_pooled_in_the_table():
+    """WSRL with and without warm-up on one dataset: two groups, each labelled by its config hash."""
+    rows = [make_row(agent="wsrl", seed=s, config_hash="aaaaaa11", final_score=90.0 + s) for s in (0, 1)]
+    rows += [make_row(agent="wsrl", seed=s, config_hash="bbbbbb22", final_score=10.0 + s) for s in (0, 1)]
+    rows += [make_row(agent="sac", seed=0, config_hash="cccccc33", final_score=50.0)]
+    agg = {r["agent"]: r for r in aggregate(rows)}
+    assert set(agg) == {"wsrl [aaaaaa]", "wsrl [bbbbbb]", "sac"}
+    assert agg["wsrl [aaaaaa]"]["n"] == 2 and agg["wsrl [aaaaaa]"]["final_mean"] == 90.5
+    assert agg["wsrl [bbbbbb]"]["final_mean"] == 10.5
+    assert "wsrl [aaaaaa]" in format_table(aggregate(rows))

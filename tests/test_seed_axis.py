@@ -7,13 +7,16 @@ from offrl.agents.bc import BC, Config as BCConfig
 from offrl.registry import register_agent
 from conftest import train_agent
 
-# Small networks; for agents with a dynamics stage, a small model fitted for a few epochs. Each agent gets
-# the keys its Config has.
+# Small networks; for agents with a dynamics stage, a small model fitted for a few epochs; a policy wrapper
+# (CDSA) trains its base in place for 50 updates. Each agent gets the keys its Config has.
 # CSVE at τ_α = -10: with its default τ_α = 0 the gap Δ sits near τ_α on this task, where Adam's step on log α
 # has the sign of a near-zero gradient, so a last-bit difference flips it and grows (measured: 6e-8 after 50
 # updates, 1.4e-3 after 200). Away from the boundary the comparison isolates the seed axis.
+# Model-based SAC agents (MOPO, MOBILE): small rollouts, three of them in the 200 updates; the FB family's
+# networks small.
 SMALL = {"hidden": [32, 32], "dynamics_hidden": [32, 32], "dynamics_max_epochs": 3, "alpha_threshold": -10.0,
-         # the FB family's networks
+         "dynamics_weight_decays": [2.5e-5, 5e-5, 1e-4], "rollout_batch": 200, "rollout_freq": 80,
+         "rollout_length": 3, "num_samples": 4, "base_steps": 50,
          "z_dim": 8, "preprocessor_hidden": [32], "preprocessor_dim": 16, "forward_hidden": [32],
          "backward_hidden": [32], "actor_hidden": 32}
 

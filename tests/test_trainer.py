@@ -263,3 +263,19 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path, data_dir):
     assert bad.exit_code == 2 and "--checkpoint-every must be positive" in bad.output
     ok = CliRunner().invoke(main, ["run", "--resume", str(killed.run_dir), "--checkpoint-every", "10"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from offrl import trainer as trainer_module
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+    monkeypatch.setattr(trainer_module.dt, "datetime", Frozen)
+    first = trainer_module.default_run_name("td3bc", "offrl:pointmass-medium", tmp_path)
+    assert first == "td3bc_offrl_pointmass-medium_20260102-030405"
+    (tmp_path / first).mkdir()
+    assert trainer_module.default_run_name("td3bc", "offrl:pointmass-medium", tmp_path) == first + "-2"
