@@ -14,7 +14,7 @@ with the same gradient-carrying B as the measure loss, added as α·P, α tuned 
 from __future__ import annotations
 
 from offrl.registry import register_agent
-from offrl.agents.fb import FB, SMALL, ConservativeConfig
+from offrl.agents.fb import FB, SMALL_CONSERVATIVE, ConservativeConfig
 
 
 class MCFB(FB):
@@ -27,4 +27,5 @@ class MCFB(FB):
 
 
 register_agent("mcfb", MCFB, ConservativeConfig, paper="Jeen, Bewley & Cullen, NeurIPS 2024 (arXiv 2309.15178)",
-               family="zero-shot, reward-free, conservative", base="fb", family_defaults={"pointgoals": SMALL})
+               family="zero-shot, reward-free, conservative", base="fb",
+               family_defaults={"pointgoals": SMALL_CONSERVATIVE})

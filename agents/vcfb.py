@@ -14,7 +14,7 @@ target penalty 50, Lagrange on). No importance-sampling correction, as the offic
 from __future__ import annotations
 
 from offrl.registry import register_agent
-from offrl.agents.fb import FB, SMALL, ConservativeConfig
+from offrl.agents.fb import FB, SMALL_CONSERVATIVE, ConservativeConfig
 
 
 class VCFB(FB):
@@ -26,4 +26,5 @@ class VCFB(FB):
 
 
 register_agent("vcfb", VCFB, ConservativeConfig, paper="Jeen, Bewley & Cullen, NeurIPS 2024 (arXiv 2309.15178)",
-               family="zero-shot, reward-free, conservative", base="fb", family_defaults={"pointgoals": SMALL})
+               family="zero-shot, reward-free, conservative", base="fb",
+               family_defaults={"pointgoals": SMALL_CONSERVATIVE})
