@@ -21,14 +21,14 @@ SMALL = {"hidden": [32, 32], "dynamics_hidden": [32, 32], "dynamics_max_epochs":
          "backward_hidden": [32], "actor_hidden": 32}
 
 
-# The FB family. The conservative variants evaluate F on 13 actions per state: over 200 float32 updates one of those many
-# pre-activations lands on a ReLU's kink in one run and not in the other, and Adam's normalised step on an element
-# with a tiny second moment turns that into a lasting 1e-7..1e-5 difference (vcfb: 1e-8 -> 3e-7 in update 43, 7e-6
-# by update 200). In float64 both runs agree to 2e-16 after 200 updates, so these agents are compared in float64,
-# where a seed-mixing op would still show as a difference of order 1e-3. FB in float32 failed once the same way
-# (actor.s.0.net.0.weight beyond 1e-6, run after tests/test_fb.py and test_tasks.py in one process) and passed
-# alone, so it is compared in float64 too. Keys: their extra overrides (a smaller batch keeps MC-FB's
-# [S, 2, K, B, B] measures small).
+# The FB family. The conservative variants evaluate F on 13 actions per state: over 200 float32 updates one of those
+# many pre-activations lands on a ReLU's kink in one run and not in the other, and Adam's normalised step on an
+# element with a tiny second moment turns that into a lasting 1e-7..1e-5 difference (vcfb: 1e-8 -> 3e-7 in update
+# 43, 7e-6 by update 200). In float64 both runs agree to 2e-16 after 200 updates, so these agents are compared in
+# float64, where a seed-mixing op would still show as a difference of order 1e-3. FB in float32 failed once the same
+# way (actor.s.0.net.0.weight beyond 1e-6, run after tests/test_fb.py and test_tasks.py in one process) and passed
+# alone, so it is compared in float64 too. Keys: their extra overrides (a smaller batch keeps MC-FB's [S, 2, K, B,
+# B] measures small).
 FLOAT64 = {"fb": {"batch_size": 64}, "vcfb": {"batch_size": 64}, "mcfb": {"batch_size": 64}}
 
 
