@@ -65,8 +65,9 @@ def test_q_levels_off_below_the_bound_of_its_fixed_point(pointgoals):
     # With ‖B‖ = ‖z‖ = √d and E_ρ[BBᵀ] ≈ I, the measure loss's fixed point is F = B(s') + γF̄(s', π): Q_z =
     # Fᵀz is the discounted sum of B(s_t)ᵀz ≤ d, so |Q| ≤ d/(1-γ) = 16 here. It climbs at Adam's pace toward
     # its fixed point and levels off; a target that is not one (gradients through it, Polyak the wrong way)
-    # or an unnormalised B would keep it rising. Observed: 1.9 then 2.1 (γ 0.98 only moves the plateau to
-    # hundreds, reached in tens of thousands of updates).
+    # or an unnormalised B is what this would catch. Observed (seed 0 of a two-seed curve): about 2.0 over
+    # updates 1,000-1,300, 2.1 over 1,300-1,600 (γ 0.98 only moves the plateau to hundreds, reached in tens of
+    # thousands of updates).
     q = q_over_updates("fb", pointgoals("random"), 1600, **{**TINY_FB, "discount": 0.5, "lr": 1e-3})
     earlier, last = q[1000:1300].mean(0), q[1300:].mean(0)
     assert (0 < last).all() and (last < 16).all(), last
