@@ -78,7 +78,7 @@ class CQL(Agent):
     def __init__(self, spec, config: Config, seeds, device="cpu"):
         super().__init__(spec, config, seeds, device)
         c = config
-        self.obs_norm = ObsNormalizer(spec.obs_dim)
+        self.obs_norm = self.build_obs_encoder()  # before the networks, which read what it makes
         self.actor = self.build_actor()
         self.critic = CriticWithTarget(self.build_critic())
         self.log_alpha = nn.Parameter(torch.zeros(self.num_seeds))
@@ -94,6 +94,11 @@ class CQL(Agent):
 
     # Network construction: an agent that changes what the networks read overrides these and keeps the
     # interfaces (TanhGaussianActor's; the critic's (obs, action) -> [S, 2, B] and `frozen`).
+    def build_obs_encoder(self) -> nn.Module:
+        """What the networks read instead of a raw state (applied once per update to the batch's observations
+        and next observations, and in act): the dataset-standardised state (identity unless normalize_obs)."""
+        return ObsNormalizer(self.spec.obs_dim)
+
     def build_actor(self) -> TanhGaussianActor:
         """π(a|s)."""
         s = self.spec

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from offrl.agent import Agent
 from offrl.config import Fraction, NonNegativeFloat, OpenUnitFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
@@ -60,7 +61,7 @@ class IQL(Agent):
     def __init__(self, spec, config: Config, seeds, device="cpu"):
         super().__init__(spec, config, seeds, device)
         c = config
-        self.obs_norm = ObsNormalizer(spec.obs_dim)
+        self.obs_norm = self.build_obs_encoder()  # before the networks, which read what it makes
         self.actor = self.build_actor()
         self.critic = CriticWithTarget(self.build_critic())
         self.value = self.build_value()
@@ -73,6 +74,11 @@ class IQL(Agent):
 
     # Network construction: an agent that changes what the networks read overrides these and keeps the
     # interfaces (GaussianActor's; the critics' (obs[, action]) -> [S, E, B]).
+    def build_obs_encoder(self) -> nn.Module:
+        """What the networks read instead of a raw state (applied once per update to the batch's observations
+        and next observations, and in act): the dataset-standardised state (identity unless normalize_obs)."""
+        return ObsNormalizer(self.spec.obs_dim)
+
     def build_actor(self) -> GaussianActor:
         """π(a|s)."""
         s = self.spec

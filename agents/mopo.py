@@ -73,8 +73,11 @@ class MOPO(ModelBasedSAC):
         return self.config.penalty_coef * self.uncertainty(step)
 
 
+# Per dataset family, from the table in the docstring (COCOA's model-based bases use them too).
+FAMILY_DEFAULTS = {"halfcheetah": {"rollout_length": 5, "penalty_coef": 0.5},
+                   "hopper": {"rollout_length": 5, "penalty_coef": 5.0},
+                   "walker2d": {"rollout_length": 5, "penalty_coef": 0.5}}
+
 register_agent("mopo", MOPO, Config, paper="Yu et al., NeurIPS 2020 (arXiv 2005.13239)",
                family="model-based, uncertainty-penalised reward", stages=("dynamics",),
-               family_defaults={"halfcheetah": {"rollout_length": 5, "penalty_coef": 0.5},
-                                "hopper": {"rollout_length": 5, "penalty_coef": 5.0},
-                                "walker2d": {"rollout_length": 5, "penalty_coef": 0.5}})
+               family_defaults=FAMILY_DEFAULTS)

@@ -1,12 +1,15 @@
 """offrl: an offline-RL benchmark suite. A registry of agents over one data layer, replay buffer, critics and
 seed-batched training loop; `offrl run --agent td3bc --env pointmass-medium` trains one."""
 import os
+import sys
 
-# OpenMP threads that spin while waiting for a peer thread descheduled by another process make torch's
-# small matmuls 10-20x slower on a busy machine (measured on 2 cores with one other job: TD3+BC at 2 threads
-# fell from ~42 to ~4 updates/s). Passive waiting costs little when the machine is idle. Set before torch
-# loads; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy must be in the environment before torch loads libgomp: bounded spinning when the
+# cores are free, passive waiting beside other jobs (offrl/cpu_load.py says why). A user's own setting wins;
+# where torch is already loaded, the policy is already fixed and nothing is measured.
+if "torch" not in sys.modules:
+    from offrl.cpu_load import choose_wait_policy
+
+    choose_wait_policy()
 
 from offrl.version import __version__  # noqa: E402,F401
 

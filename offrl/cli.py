@@ -145,7 +145,8 @@ compile_option = click.option("--compile", "compile_mode", type=click.Choice(["a
 @click.option("--config", "config_file", type=click.Path(), help="YAML file of agent config overrides")
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: one per seed, up to the cores; "
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads [default: from the cores free at the start, docs/performance.md; "
               "with --resume, the run's own setting]")
 @compile_option
 @click.option("--dataset-size", type=int, help="transitions of a generated dataset (default: the recipe's)")
@@ -259,6 +260,9 @@ def agents(plugins):
     for p in plugins:
         registry.load_plugin(p)
     rows = [(a.name, a.paper, a.family, ", ".join(a.stages) or "-") for a in registry.all_agents()]
+    rows += [(v.name, v.paper, f"{v.family}; = {v.variants[v.default]} unless --set {v.key}=...",
+              ", ".join(v.stages) or "-") for v in registry.all_variants()]
+    rows.sort()
     echo_columns(("name", "paper", "family", "stages"), rows)
 
 
@@ -441,7 +445,8 @@ def leaderboard_publish(root, results_csv, name, agent_names, dataset_names, tit
               help="seed counts S to time")
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="timed updates per S")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: one per seed, up to the cores]")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads [default: chosen from the cores free at the start]")
 @compile_option
 @click.option("--set", "sets", multiple=True, help="agent config override key=value (repeatable)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
@@ -462,6 +467,7 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     from offrl.bench import BenchJob, benchmark, jobs_from_runs, matmul_gflops
     from offrl.build import load_plugins
     from offrl.compile import resolve_mode
+    from offrl.cpu_load import free_cores, wait_policy
     from offrl.data import resolve
     from offrl.machine import hardware, pick_device, set_threads
 
@@ -469,8 +475,8 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     load_plugins(tuple(plugins) + tuple(p for job in jobs for p in job.plugins))  # before any agent is built
     if not from_runs:
         names = [a.name for a in registry.all_agents()] if agent_names == "all" else agent_names.split(",")
-        jobs = [BenchJob(name, dataset, None, s, cfg.parse_set(sets)) for name in names
-                for s in parse_seeds(seed_counts)]
+        jobs = [BenchJob(registry.resolve_variant(name, cfg.parse_set(sets)), dataset, None, s, cfg.parse_set(sets))
+                for name in names for s in parse_seeds(seed_counts)]
         for job in jobs:  # agent names and --set values, before any dataset is built
             cfg.apply(registry.get(job.agent).config_cls(), job.overrides)
     dev = pick_device(device)
@@ -492,7 +498,7 @@ def bench(agent_names, dataset, seed_counts, steps, device, threads, compile_mod
     else:
         names = sorted({ds.name for ds in datasets.values()})
         click.echo(f"device {dev} ({hardware(dev)}), torch {torch.__version__}, dataset {', '.join(names)}, "
-                   f"--compile {compile_mode}")
+                   f"--compile {compile_mode}, OpenMP wait {wait_policy()}, free cores at start {free_cores()}")
         click.echo(f"{'agent':<8} {'S':>3} {'thr':>3} {'mode':>10} {'upd/s':>8} {'seed-upd/s':>10} {'GFLOP/upd':>9} "
                    f"{'GFLOP/s':>8} {'peak':>6} {'eff':>5}" + ("  from" if from_runs else ""))
     for job in jobs:

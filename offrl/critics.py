@@ -21,11 +21,15 @@ class EnsembleCritic(nn.Module):
     """E members per seed. `act_dim=0` makes it a state-value ensemble V(s)."""
 
     def __init__(self, seeds: Sequence[int], obs_dim: int, act_dim: int, hidden: Sequence[int],
-                 num_members: int = 2, activation: str = "relu", layer_norm: bool = False, tag: str = "critic"):
+                 num_members: int = 2, activation: str = "relu", layer_norm: bool = False, tag: str = "critic",
+                 net: nn.Module | None = None):
+        """`net`: a network [S, E, B, obs_dim + act_dim] -> [S, E, B, 1] to use instead of the MLP (COCOA's
+        transductive one, which splits its input itself)."""
         super().__init__()
         self.num_members = num_members
-        self.net = init_seeded(MLP((len(seeds), num_members), obs_dim + act_dim, hidden, 1,
-                                   activation=activation, layer_norm=layer_norm), seeds, tag)
+        self.net = net if net is not None else init_seeded(
+            MLP((len(seeds), num_members), obs_dim + act_dim, hidden, 1, activation=activation,
+                layer_norm=layer_norm), seeds, tag)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
         x = obs if action is None else torch.cat([obs, action], dim=-1)

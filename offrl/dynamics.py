@@ -247,6 +247,21 @@ class EnsembleDynamics(nn.Module):
         terminal = self._terminal(obs, act, state)
         return StepOutput(state, reward, terminal, member_mean, member_std)
 
+    def elite_mean_state(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """The deterministic step's next state (the mean of the elites' means) for observations and actions
+        [..., B, d], computed through the elites only and without termination (COCOA's anchor roll-out).
+        Equal to `step(obs, act, deterministic=True).next_obs`. Not wrapped in no_grad: callers decide."""
+        lead = tuple(obs.shape[:-1])
+        o = obs.reshape(-1, self.obs_dim)
+        h = self.normalise_inputs(torch.cat([o, act.reshape(-1, self.act_dim)], dim=-1))
+        for i, layer in enumerate(self.layers):
+            h = torch.baddbmm(layer.bias.index_select(0, self.elite_index),
+                              h if h.dim() == 3 else h.expand(self.config.elites, *h.shape),
+                              layer.weight.index_select(0, self.elite_index))
+            if i < len(self.layers) - 1:
+                h = F.silu(h)
+        return (o + h[..., :self.obs_dim].mean(0)).reshape(*lead, self.obs_dim)
+
     def _predict(self, obs, act, deterministic, streams, all_members=True):
         lead = tuple(obs.shape[:-1])
         if tuple(act.shape[:-1]) != lead:

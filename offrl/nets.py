@@ -142,9 +142,11 @@ class TanhGaussianActor(nn.Module):
     """
 
     def __init__(self, seeds, obs_dim, act_dim, hidden, low, high, log_std_min=-20.0, log_std_max=2.0,
-                 tag="actor", layer_norm: bool = False):
+                 tag="actor", layer_norm: bool = False, net: nn.Module | None = None):
+        """`net`: a network [S, B, in] -> [S, B, 2 |A|] to use instead of the MLP (COCOA's transductive one)."""
         super().__init__()
-        self.net = init_seeded(MLP((len(seeds),), obs_dim, hidden, 2 * act_dim, layer_norm=layer_norm), seeds, tag)
+        self.net = net if net is not None else init_seeded(
+            MLP((len(seeds),), obs_dim, hidden, 2 * act_dim, layer_norm=layer_norm), seeds, tag)
         self.scaler = ActionScaler(low, high)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
@@ -177,9 +179,10 @@ class GaussianActor(nn.Module):
     """IQL's policy: N(scale(tanh(MLP(s))), exp(log_std)) with a state-independent log_std per seed."""
 
     def __init__(self, seeds, obs_dim, act_dim, hidden, low, high, log_std_min=-5.0, log_std_max=2.0,
-                 tag="actor"):
+                 tag="actor", net: nn.Module | None = None):
+        """`net`: a network [S, B, in] -> [S, B, |A|] to use instead of the MLP (COCOA's transductive one)."""
         super().__init__()
-        self.net = init_seeded(MLP((len(seeds),), obs_dim, hidden, act_dim), seeds, tag)
+        self.net = net if net is not None else init_seeded(MLP((len(seeds),), obs_dim, hidden, act_dim), seeds, tag)
         self.log_std = nn.Parameter(torch.zeros(len(seeds), 1, act_dim))
         self.scaler = ActionScaler(low, high)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max

@@ -45,6 +45,23 @@ class AgentInfo:
 _AGENTS: dict[str, AgentInfo] = {}
 
 
+@dataclass
+class AgentVariants:
+    """One name for a family of registered agents told apart by one config key: `offrl run --agent cocoa --set
+    base=cql` runs the agent registered as `cocoa-cql`. The name is resolved before a run starts, so run.yaml,
+    results rows and tables carry the concrete agent's name."""
+    name: str
+    key: str  # the config key that picks the variant ("base")
+    variants: dict[str, str]  # value of `key` -> registered agent name
+    default: str  # the value of `key` when neither --set nor a config file gives one
+    paper: str = ""
+    family: str = ""
+    stages: tuple[str, ...] = ()
+
+
+_VARIANTS: dict[str, AgentVariants] = {}
+
+
 def register_agent(name: str, agent_cls: type, config_cls: type, *, paper: str = "", family: str = "",
                    base: str | None = None, stages=(), family_defaults=None, phases=("offline",)) -> AgentInfo:
     """Make an agent available as `offrl run --agent NAME`."""
@@ -59,6 +76,40 @@ def register_agent(name: str, agent_cls: type, config_cls: type, *, paper: str =
         raise OfflineRLError(f"agent name {name!r} is registered twice ({old.module} and {info.module})")
     _AGENTS[name] = info
     return info
+
+
+def register_variants(name: str, key: str, variants: dict[str, str], default: str, *, paper: str = "",
+                      family: str = "", stages=()) -> AgentVariants:
+    """Make NAME stand for the registered agent `variants[value of key]` (see AgentVariants)."""
+    if default not in variants:
+        raise OfflineRLError(f"agent {name!r}: default {key} {default!r} is not one of {sorted(variants)}")
+    _VARIANTS[name] = AgentVariants(name, key, dict(variants), default, paper, family, tuple(stages))
+    return _VARIANTS[name]
+
+
+def resolve_variant(name: str, overrides: dict | None = None, file_values=None) -> str:
+    """The registered agent NAME stands for: NAME itself, or for a variant family the agent its key picks
+    (from `overrides`, then `file_values` (a YAML config file's mapping, or a function that reads it, called
+    only for a family), else its default)."""
+    discover()
+    group = _VARIANTS.get(name)
+    if group is None:
+        return name
+    if callable(file_values):
+        file_values = file_values()
+    for values in (overrides or {}, file_values or {}):
+        if group.key in values:
+            value = values[group.key]
+            if value not in group.variants:
+                raise OfflineRLError(f"agent {name}: {group.key} must be one of {', '.join(group.variants)}, "
+                                     f"got {value!r}")
+            return group.variants[value]
+    return group.variants[group.default]
+
+
+def all_variants() -> list[AgentVariants]:
+    discover()
+    return [_VARIANTS[k] for k in sorted(_VARIANTS)]
 
 
 def discover() -> None:
@@ -91,7 +142,10 @@ def load_plugin(path: str | Path) -> None:
 
 
 def get(name: str) -> AgentInfo:
+    """The agent registered as `name`; a variant family's name gives its default variant."""
     discover()
+    if name in _VARIANTS:
+        name = resolve_variant(name)
     if name not in _AGENTS:
         raise OfflineRLError(f"unknown agent {name!r}; registered: {', '.join(sorted(_AGENTS))}")
     return _AGENTS[name]

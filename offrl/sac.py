@@ -78,7 +78,7 @@ class SACAgent(Agent):
         super().__init__(spec, config, seeds, device)
         check_config(config)
         c = config
-        self.obs_norm = ObsNormalizer(spec.obs_dim)
+        self.obs_norm = self.build_obs_encoder()  # before the networks, which read what it makes
         self.actor = self.build_actor()
         self.critic = CriticWithTarget(self.build_critic())
         self.log_alpha = nn.Parameter(torch.full((self.num_seeds,), math.log(c.init_alpha)),
@@ -92,6 +92,11 @@ class SACAgent(Agent):
         self.act_noise = SeedStreams(seeds, "act")
 
     # ---- networks: override to change what they read -------------------------------------------------
+    def build_obs_encoder(self) -> nn.Module:
+        """What the networks read instead of a raw state (applied once per update to the batch's observations
+        and next observations, and in act): the dataset-standardised state (identity unless normalize_obs)."""
+        return ObsNormalizer(self.spec.obs_dim)
+
     def build_actor(self) -> nn.Module:
         c, spec = self.config, self.spec
         return TanhGaussianActor(self.seeds, spec.obs_dim, spec.act_dim, c.actor_hidden or c.hidden,

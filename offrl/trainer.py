@@ -36,7 +36,7 @@ from offrl.cache import Cache, dataset_fingerprint
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
 from offrl.evaluation import Evaluator, Perturbation, TaskEvaluator
-from offrl.machine import hardware, pick_device, set_threads
+from offrl.machine import ThreadWatch, hardware, pick_device, set_threads
 from offrl.online import OnlinePhase
 from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
@@ -168,6 +168,7 @@ class Trainer:
         self.seeds = list(spec.seeds)
         self.device = pick_device(spec.device)
         self.threads = set_threads(spec.threads, len(self.seeds))
+        self.thread_watch = ThreadWatch(spec.threads, self.threads)  # gives up a thread to a job that arrives
         self.clock = clock or PhaseClock()
         with self.clock("setup"):
             self.dataset = dataset or resolve(spec.dataset, size=spec.dataset_size, log=log)
@@ -215,6 +216,8 @@ class Trainer:
             raise OfflineRLError(f"--seeds must be distinct integers, got {seeds}")
         check_data_folder()
         load_plugins(plugins)
+        # A variant family's name (cocoa) becomes the agent its key picks (cocoa-iql), which the run records.
+        agent = registry.resolve_variant(agent, overrides, lambda: cfg.load_yaml(config_file) if config_file else {})
         info = registry.get(agent)
         # The config's keys and values are checked before the dataset is resolved (which may build it);
         # the family's defaults need the dataset.
@@ -431,6 +434,7 @@ class Trainer:
                     if stop_at is not None and self.step >= stop_at:
                         return
                     session.stop_if_asked(stop, self.step, f"step {self.step:,}")
+                    self.thread_watch()
                     with self.clock("train"):
                         self.step += 1
                         metrics = self.train_step(self.step)

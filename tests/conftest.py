@@ -57,7 +57,9 @@ def train_agent(name: str, dataset, steps: int, seeds=(0,), compile_mode: str = 
     from offrl.build import build_run
 
     config = cfg.apply(registry.get(name).config_cls(), overrides)
-    parts = build_run(name, dataset, config, list(seeds), "cpu", compile_mode, total_steps=steps)
+    # OFFRL_TEST_DEVICE=cuda trains on a GPU (scripts/gpu_check.sh); the suite's default is the CPU.
+    device = os.environ.get("OFFRL_TEST_DEVICE", "cpu")
+    parts = build_run(name, dataset, config, list(seeds), device, compile_mode, total_steps=steps)
     for step in range(1, steps + 1):
         parts.train_step(step)
     return parts.agent

@@ -9,7 +9,7 @@ and no two modules import each other, directly or round a longer loop.
 
 LEAVES are the core modules an environment package may build on: the registries it writes into (dataset
 recipes and behaviour trainers, termination functions), the discovery that loads it, and small utilities
-that own one thing each (errors, paths, atomic writes, the file lock, machine facts, making Gymnasium envs,
+that own one thing each (errors, paths, atomic writes, the file lock, machine facts and CPU load, making Gymnasium envs,
 reading Minari files). They know nothing of agents, training or runs, and import only one another (checked
 here), so a change in the training machinery can neither break an environment nor be pulled in by one.
 
@@ -34,8 +34,8 @@ from offrl.errors import OfflineRLError
 ROOT = Path(__file__).resolve().parents[1]
 # Source folder -> the package it is installed as (pyproject.toml's package-dir).
 PACKAGES = {"offrl": "offrl", "agents": "offrl.agents", "envs": "offrl.envs"}
-LEAVES = {"offrl.errors", "offrl.paths", "offrl.atomic", "offrl.lock", "offrl.machine", "offrl.gymenv",
-          "offrl.extensions", "offrl.termination", "offrl.data.recipes", "offrl.data.minari_reader",
+LEAVES = {"offrl.errors", "offrl.paths", "offrl.atomic", "offrl.lock", "offrl.machine", "offrl.cpu_load",
+          "offrl.gymenv", "offrl.extensions", "offrl.termination", "offrl.data.recipes", "offrl.data.minari_reader",
           "offrl.tasks"}
 
 
