@@ -4,12 +4,14 @@ A recipe turns a dataset name (`pointmass-medium`) into episodes and reference s
 pyproject.toml declares this package in the entry-point group `offrl.envs`: the core finds it there and
 never imports envs/. What it registers: the recipes (offrl.data.recipes), the termination functions for
 model rollouts (envs/termination.py, into offrl.termination), the trainers of the MuJoCo behaviour policies
-(`offrl datasets train-behaviour`), and the Gymnasium ids offrl/PointMass-v0 (envs/pointmass.py) and offrl/ICUSepsis-v2 (envs/sepsis.py).
+(`offrl datasets train-behaviour`), and the Gymnasium ids offrl/PointMass-v0 (envs/pointmass.py),
+offrl/PointGoals-v0 (envs/pointgoals.py: reward-free, with a task set) and offrl/ICUSepsis-v2
+(envs/sepsis.py).
 """
 import functools
 
 from offrl.data.recipes import Recipe, register_behaviour_trainer, register_recipe
-from offrl.envs import behaviour, mujoco, pointmass, sepsis, termination  # noqa: F401  (termination registers itself)
+from offrl.envs import behaviour, mujoco, pointgoals, pointmass, sepsis, termination  # noqa: F401  (termination registers itself)
 
 register_recipe(Recipe(
     family="pointmass",
@@ -36,6 +38,18 @@ register_recipe(Recipe(
     description="ICU-Sepsis 2.0.1 tabular MDP (716 states, 25 actions); survival reward (envs/sepsis.py)",
     provenance={"icu_sepsis": sepsis.PINNED},
     policy_metrics=sepsis.policy_metrics,
+))
+
+register_recipe(Recipe(
+    family="pointgoals",
+    env_id=pointgoals.ENV_ID,
+    levels=pointgoals.LEVELS,
+    default_size={"random": 100_000, "narrow": 100_000},
+    build_episodes=pointgoals.build_episodes,
+    reference_returns=lambda: (None, None),  # reward-free: each task has its own (pointgoals.task_set)
+    version="0",
+    description="PointGoals-v0: reward-free point in the plane, four goal-reaching tasks (envs/pointgoals.py)",
+    tasks=pointgoals.task_set,
 ))
 
 # The MuJoCo recipes (envs/mujoco.py): one per env whose behaviour policies are shipped in envs/policies/.

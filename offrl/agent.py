@@ -22,6 +22,12 @@ class Agent(nn.Module):
     extras: tuple[str, ...] = ()
     # The action space the agent takes: "continuous" (a Box) or "discrete" (an index, DatasetSpec.n_actions).
     action_space = "continuous"
+    # True for an agent whose update never reads rewards: it may train on a reward-free dataset.
+    reward_free = False
+    # True for an agent that acts on a task vector: `infer_task(samples, goal) -> [S, d]` (samples: dataset
+    # next_observations [N, obs_dim] with one task's rewards [N]; goal: an observation or None), then
+    # `act(obs, deterministic, task=z)`. It is evaluated on every task of the dataset's task set.
+    task_conditioned = False
 
     def __init__(self, spec, config, seeds, device="cpu"):
         super().__init__()

@@ -577,6 +577,8 @@ def datasets_list():
             else:
                 click.echo(f"{recipe.family + '-' + level:<28} {'-':<8} {recipe.default_size[level]:>11,} "
                            f"{'':>9} {'':>9} {'':>8}  {dsid}")
+        if recipe.tasks is not None:  # reward-free: evaluated zero-shot on each task of its set
+            click.echo(f"  {recipe.family}-*: reward-free, tasks {', '.join(recipe.tasks().names)}")
 
 
 @datasets.command("build")

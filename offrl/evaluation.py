@@ -17,10 +17,14 @@ as integers; they take no action noise. A tabular env's dataset can evaluate a p
 returns the exact columns (true survival on ICU-Sepsis...; "expected_return", the exact value of the policy,
 which the trainer scores instead of the sampled episodes' mean), plus an agent's own `model_metrics` of that
 policy (what its learned model believes) where the agent has them.
+
+A task-conditioned agent (zero-shot RL) is evaluated by TaskEvaluator: on every task of the dataset's task
+set (offrl/tasks.py), each on the same seeds and episodes, after inferring the task's vector.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -124,3 +128,61 @@ class Evaluator:
 
     def close(self):
         self.envs.close()
+
+
+class _TaskPolicy:
+    """An agent acting on one task vector z, with the face Evaluator.run expects (act, training, eval, train)."""
+
+    def __init__(self, agent, task: torch.Tensor):
+        self.agent, self.task = agent, task
+
+    @property
+    def training(self) -> bool:
+        return self.agent.training
+
+    def eval(self):
+        self.agent.eval()
+
+    def train(self, mode: bool = True):
+        self.agent.train(mode)
+
+    def act(self, obs, deterministic: bool = True):
+        return self.agent.act(obs, deterministic, task=self.task)
+
+
+class TaskEvaluator:
+    """A task-conditioned agent on every task of the dataset's task set, on the same seeds and episodes.
+
+    Per task: the agent infers its task vector (agent.infer_task) from `inference_samples` dataset
+    transitions relabelled with the task's reward (drawn once, with eval_seed, the same for every seed and
+    evaluation) or from the task's goal, then plays the task's env like Evaluator. run() -> {task: [S, N]}.
+    """
+
+    def __init__(self, dataset, num_seeds: int, episodes: int, eval_seed: int = 10_000, device="cpu",
+                 inference_samples: int = 10_000, perturbation: Perturbation | None = None):
+        if dataset.tasks is None:
+            raise OfflineRLError(f"dataset {dataset.name} has no task set: a task-conditioned agent cannot be "
+                                 "evaluated on it")
+        self.tasks, self.device = dataset.tasks, device
+        self.evaluators = {task.name: Evaluator(SimpleNamespace(make_env=task.make_env), num_seeds, episodes,
+                                                eval_seed, device, perturbation) for task in self.tasks}
+        rows = np.sort(np.random.default_rng(eval_seed).choice(len(dataset), min(inference_samples, len(dataset)),
+                                                               replace=False))
+        samples = {key: getattr(dataset, key)[rows] for key in ("observations", "actions", "next_observations")}
+        samples.update({key: value[rows] for key, value in dataset.extras.items()})
+        self.next_observations = torch.as_tensor(samples["next_observations"], device=device)
+        self.rewards = {task.name: torch.as_tensor(np.asarray(task.reward(samples), np.float32), device=device)
+                        for task in self.tasks}
+
+    def run(self, agent) -> dict[str, np.ndarray]:
+        out = {}
+        for task in self.tasks:
+            goal = None if task.goal is None else torch.tensor(task.goal, dtype=torch.float32, device=self.device)
+            z = agent.infer_task({"next_observations": self.next_observations, "rewards": self.rewards[task.name]},
+                                 goal)
+            out[task.name] = self.evaluators[task.name].run(_TaskPolicy(agent, z))
+        return out
+
+    def close(self):
+        for evaluator in self.evaluators.values():
+            evaluator.close()

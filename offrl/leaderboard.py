@@ -22,8 +22,9 @@ board's other groups, title and notes stay.
 
 A board compares like with like, so `publish` refuses a selection whose rows differ in updates, evaluation
 interval or evaluation episodes, whose (agent, dataset) group mixes agent configurations, or that holds the same
-(agent, dataset, seed) twice. The folder is assembled beside its final place and renamed into it, so a reader
-sees the old board or the new one, never a half-written one.
+(agent, dataset, seed, task) twice (a multi-task run has one row per task of each seed). The folder is
+assembled beside its final place and renamed into it, so a reader sees the old board or the new one, never a
+half-written one.
 """
 from __future__ import annotations
 
@@ -75,14 +76,15 @@ def check_comparable(rows: list[dict]) -> None:
     configs, seeds = defaultdict(set), defaultdict(int)
     for r in rows:
         configs[(r["agent"], r["dataset"])].add(r["config_hash"])
-        seeds[(r["agent"], r["dataset"], r["seed"])] += 1
+        seeds[(r["agent"], r["dataset"], r["seed"], r.get("task", ""))] += 1
     for (agent, dataset), hashes in sorted(configs.items()):
         if len(hashes) > 1:
             raise OfflineRLError(f"{agent} on {dataset} mixes agent configurations "
                                  f"(config_hash {', '.join(sorted(hashes))}): publish one of them")
-    for (agent, dataset, seed), count in sorted(seeds.items()):
+    for (agent, dataset, seed, task), count in sorted(seeds.items()):
         if count > 1:
-            raise OfflineRLError(f"{agent} on {dataset} has seed {seed} {count} times: remove the repeats")
+            raise OfflineRLError(f"{agent} on {dataset} has seed {seed}{f' (task {task})' if task else ''} "
+                                 f"{count} times: remove the repeats")
 
 
 def recorded_config(rows: list[dict]) -> dict | None:
@@ -146,7 +148,7 @@ def readme(name: str, rows: list[dict], title: str | None = None, notes: str | N
     first = rows[0]
     aggregated = results.aggregate(rows)
     groups = _groups(rows)
-    seeds = {key: ",".join(str(s) for s in sorted(r["seed"] for r in g)) for key, g in groups.items()}
+    seeds = {key: ",".join(str(s) for s in sorted({r["seed"] for r in g})) for key, g in groups.items()}
     lines = [f"# {title or name}", ""]
     if notes:
         lines += [notes.strip(), ""]
@@ -254,9 +256,9 @@ def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, 
         if replace:
             groups = {(r["agent"], r["dataset"]) for r in rows}
             held = [r for r in held if (r["agent"], r["dataset"]) not in groups]
-        on_board = {(r["agent"], r["dataset"], r["seed"]) for r in held}
+        on_board = {(r["agent"], r["dataset"], r["seed"], r.get("task", "")) for r in held}
         again = sorted({f"{r['agent']} on {r['dataset']}" for r in rows
-                        if (r["agent"], r["dataset"], r["seed"]) in on_board})
+                        if (r["agent"], r["dataset"], r["seed"], r.get("task", "")) in on_board})
         if again:
             raise OfflineRLError(f"{', '.join(again)}: seeds already on {target}; publish with --force "
                                  f"to replace the board")
@@ -269,7 +271,7 @@ def publish(rows: list[dict], name: str, root: str | os.PathLike | None = None, 
     if target.exists() and not force:
         raise OfflineRLError(f"leaderboard {target} exists: pass --force to replace it (or --add to add rows)")
     root.mkdir(parents=True, exist_ok=True)
-    rows = sorted(rows, key=lambda r: (r["agent"], r["dataset"], r["seed"]))
+    rows = sorted(rows, key=lambda r: (r["agent"], r["dataset"], r["seed"], r.get("task", "")))
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
         _write_rows(staging / "runs.csv", rows)

@@ -27,10 +27,15 @@ def adam(params: Iterable[torch.Tensor], lr: float, **kwargs) -> torch.optim.Ada
     return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
 
 
-def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """One step of `optimizer` down the gradient of loss.sum(); loss is [S], one mean per seed."""
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, clamp: float | None = None) -> None:
+    """One step of `optimizer` down the gradient of loss.sum(); loss is [S], one mean per seed. `clamp`: clip
+    every gradient element to [-clamp, clamp] first (element-wise, so seeds stay independent)."""
     optimizer.zero_grad(set_to_none=True)
     loss.sum().backward()
+    if clamp is not None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch._foreach_clamp_min_(grads, -clamp)
+        torch._foreach_clamp_max_(grads, clamp)
     optimizer.step()
 
 

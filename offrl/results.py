@@ -36,6 +36,7 @@ import scipy.stats
 
 from offrl.errors import OfflineRLError
 from offrl.lock import FileLock
+from offrl.tasks import AGGREGATE as AGGREGATE_TASK
 
 RESULT_FIELDS = [
     "date",             # ISO-8601 time the run finished
@@ -45,6 +46,7 @@ RESULT_FIELDS = [
     "dataset_source",
     "dataset_version",
     "seed",
+    "task",             # "" for a single-task dataset; a task of its task set, or "all tasks" (IQM over tasks)
     "steps",            # gradient updates
     "eval_every",       # updates between evaluations
     "eval_episodes",    # episodes per evaluation
@@ -88,7 +90,7 @@ ONLINE_SCORES = ("offline_score", "online_score_25", "online_score_50", "online_
 PHASE_LABELS = {"offline_score": "offline", "online_score_25": "online 25%", "online_score_50": "online 50%",
                 "online_score_75": "online 75%"}
 # Fields added after tables were first written: a table without them still reads, with these values.
-LATER_FIELDS = {"online_steps": None, **{name: None for name in ONLINE_SCORES}, "final_var10": None,
+LATER_FIELDS = {"task": "", "online_steps": None, **{name: None for name in ONLINE_SCORES}, "final_var10": None,
                 "final_cvar10": None, "eval_perturbation": "none", **{name: None for name in SAFETY_FIELDS}}
 # Numbers that may be empty (None): not recorded, or no such phase. Never a made-up number.
 OPTIONAL_INT_FIELDS = frozenset({"online_steps"})
@@ -206,10 +208,11 @@ def _append(path, typed_rows: list[dict], same_run) -> int:
                         f"append to a new file")
                 if same_run is not None:
                     table.seek(0)
-                    present = {(values[RESULT_FIELDS.index("run_dir")], values[RESULT_FIELDS.index("seed")])
+                    at = [RESULT_FIELDS.index(k) for k in ("run_dir", "seed", "task")]
+                    present = {tuple(values[i] for i in at)
                                for values in list(csv.reader(table))[1:] if len(values) == len(RESULT_FIELDS)}
-                    recorded = {seed for run_dir, seed in present if same_run(run_dir)}
-                    typed_rows = [row for row in typed_rows if str(row["seed"]) not in recorded]
+                    recorded = {(seed, task) for run_dir, seed, task in present if same_run(run_dir)}
+                    typed_rows = [row for row in typed_rows if (str(row["seed"]), row["task"]) not in recorded]
                     if not typed_rows:
                         return 0
                 table.seek(size - 1)
@@ -440,7 +443,9 @@ def _summary(values: np.ndarray, kind: str, ci: tuple[float, float]) -> dict:
 def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[dict]:
     """Per-(agent, dataset) statistics of the final and best normalised scores, plus per-agent pooled rows.
 
-    Each returned dict has agent, dataset, n_datasets, n (seeds), confidence and, for kind in final/best,
+    A multi-task dataset's rows (offrl/tasks.py) give one group per task and one for its "all tasks" rows,
+    which stand for the dataset (in the pooled row too); the other groups have task "".
+    Each returned dict has agent, dataset, task, n_datasets, n (seeds), confidence and, for kind in final/best,
     {kind}_mean, {kind}_std (ddof=1; 0 for one seed), {kind}_iqm, {kind}_ci_lo, {kind}_ci_hi (percentile
     bootstrap CI of the IQM). An agent evaluated on two or more datasets also gets a row with dataset
     "all datasets" over all its seeds pooled, with a stratified-bootstrap CI; with one dataset that row
@@ -459,11 +464,23 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
         raise ValueError(f"n_boot must be positive, got {n_boot}")
     scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: {k: [] for k in SCORE_KINDS})
     grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    task_scores: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
+        lambda: {k: [] for k in SCORE_KINDS})
+    task_grouped: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        grouped[(str(row["agent"]), group_dataset(row))].append(row)
+        key, task = (str(row["agent"]), group_dataset(row)), str(row.get("task", ""))
+        # A multi-task run's per-task rows get groups of their own; its "all tasks" rows stand for the dataset.
+        if task in ("", AGGREGATE_TASK):
+            grouped[key].append(row)
+            group = scores[key]
+        else:
+            task_grouped[(*key, task)].append(row)
+            group = task_scores[(*key, task)]
         for kind in SCORE_KINDS:
-            scores[(str(row["agent"]), group_dataset(row))][kind].append(
-                _as_finite_float(f"{kind}_score", row[f"{kind}_score"]))
+            group[kind].append(_as_finite_float(f"{kind}_score", row[f"{kind}_score"]))
+    tasks_of = defaultdict(list)
+    for agent, dataset, task in sorted(task_scores):
+        tasks_of[(agent, dataset)].append(task)
 
     # Online-phase scores: the mean over the group's rows that have one, shown beside the final score.
     phase_scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -479,9 +496,18 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
     aggregated = []
     for agent, datasets in by_agent.items():
         for dataset in datasets:
+            for task in tasks_of[(agent, dataset)]:
+                group = task_scores[(agent, dataset, task)]
+                entry = {"agent": agent, "dataset": dataset, "task": task, "n_datasets": 1,
+                         "n": len(group["final"]), "confidence": confidence}
+                for kind in SCORE_KINDS:
+                    values = np.asarray(group[kind], dtype=float)
+                    entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
+                entry.update(_risk_means(task_grouped[(agent, dataset, task)]))
+                aggregated.append(entry)
             group = scores[(agent, dataset)]
-            entry = {"agent": agent, "dataset": dataset, "n_datasets": 1, "n": len(group["final"]),
-                     "confidence": confidence}
+            entry = {"agent": agent, "dataset": dataset, "task": AGGREGATE_TASK if tasks_of[(agent, dataset)] else "",
+                     "n_datasets": 1, "n": len(group["final"]), "confidence": confidence}
             for kind in SCORE_KINDS:
                 values = np.asarray(group[kind], dtype=float)
                 entry.update(_summary(values, kind, _bootstrap_ci(values, n_boot, confidence, seed)))
@@ -493,7 +519,7 @@ def aggregate(rows: list[dict], n_boot: int = 2000, confidence: float = 0.95, se
         # Pooled over datasets under the standard evaluation only: a perturbed one is another test, not a dataset.
         datasets = [d for d in datasets if all(group_dataset(r) == r["dataset"] for r in grouped[(agent, d)])]
         if len(datasets) > 1:
-            entry = {"agent": agent, "dataset": ALL_DATASETS, "n_datasets": len(datasets),
+            entry = {"agent": agent, "dataset": ALL_DATASETS, "task": "", "n_datasets": len(datasets),
                      "n": sum(len(scores[(agent, d)]["final"]) for d in datasets), "confidence": confidence}
             for kind in SCORE_KINDS:
                 groups = [np.asarray(scores[(agent, d)][kind], dtype=float) for d in datasets]
@@ -529,7 +555,8 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
         raise ValueError(f"fmt must be 'text', 'markdown' or 'csv', got {fmt!r}")
 
     ci_label = _confidence_label(aggregated)
-    header = ["agent", "dataset", "n"]
+    by_task = any(row.get("task") for row in aggregated)  # multi-task datasets: one line per task too
+    header = ["agent", "dataset"] + (["task"] if by_task else []) + ["n"]
     for kind in which:
         header += [f"{kind} mean ± std", f"{kind} IQM", f"{kind} IQM {ci_label}"]
     risk = "final" in which
@@ -537,7 +564,8 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
         header += ["final VaR10", "final CVaR10"]
     body = []
     for row in aggregated:
-        cells = [str(row["agent"]), str(row["dataset"]), str(row["n"])]
+        cells = [str(row["agent"]), str(row["dataset"])] + ([str(row.get("task", ""))] if by_task else []) + [
+            str(row["n"])]
         for kind in which:
             cells += [f"{row[f'{kind}_mean']:.2f} ± {row[f'{kind}_std']:.2f}",
                       f"{row[f'{kind}_iqm']:.2f}",
@@ -560,14 +588,16 @@ def format_table(aggregated: list[dict], fmt: str = "text", which=SCORE_KINDS) -
     if fmt == "markdown":
         def line(cells):
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-        align = ["---", "---"] + ["---:"] * (len(header) - 2)
+        names = 3 if by_task else 2
+        align = ["---"] * names + ["---:"] * (len(header) - names)
         return "\n".join([line(header), "| " + " | ".join(align) + " |"] + [line(c) for c in body]) + "\n"
 
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
 
     def line(cells):
         # Names left-aligned, numbers right-aligned so that decimal points line up.
-        padded = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        padded = [c.ljust(w) if i < (3 if by_task else 2) else c.rjust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths))]
         return "  ".join(padded).rstrip()
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule] + [line(c) for c in body]) + "\n"
@@ -578,7 +608,7 @@ def _number_or_dash(value) -> str:
 
 
 def _format_csv(aggregated: list[dict], which: tuple[str, ...]) -> str:
-    columns = ["agent", "dataset", "n_datasets", "n", "confidence"]
+    columns = ["agent", "dataset", "task", "n_datasets", "n", "confidence"]
     for kind in which:
         columns += [f"{kind}_{stat}" for stat in ("mean", "std", "iqm", "ci_lo", "ci_hi")]
     columns += [f"{name}_mean" for name in ONLINE_SCORES if any(f"{name}_mean" in row for row in aggregated)]

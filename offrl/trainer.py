@@ -35,14 +35,16 @@ from offrl.build import agent_config, build_run, load_plugins
 from offrl.cache import Cache, dataset_fingerprint
 from offrl.data import resolve
 from offrl.errors import DivergedError, OfflineRLError, RunInterrupted
-from offrl.evaluation import Evaluator, Perturbation
+from offrl.evaluation import Evaluator, Perturbation, TaskEvaluator
 from offrl.machine import ThreadWatch, hardware, pick_device, set_threads
 from offrl.online import OnlinePhase
 from offrl.paths import data_root
 from offrl.run_folder import RunFolder, check_results_table, plugins_to_import
-from offrl.results import RISK_LEVEL, SAFETY_FIELDS, conditional_value_at_risk, safety_summary, value_at_risk
+from offrl.results import (RISK_LEVEL, SAFETY_FIELDS, conditional_value_at_risk, iqm, safety_summary,
+                           value_at_risk)
 from offrl.run_spec import RunSpec
 from offrl.stop import StopSignals
+from offrl.tasks import AGGREGATE
 from offrl.version import __version__
 
 
@@ -124,8 +126,13 @@ class PhaseSession:
         tc = trainer.train_cfg
         self.trainer = trainer
         self.writer = SummaryWriter(str(trainer.run_dir / "tb"), purge_step=tb_step or None)
-        self.evaluator = Evaluator(trainer.dataset, len(trainer.seeds), tc.eval_episodes, tc.eval_seed,
-                                   trainer.device, perturbation=tc.perturbation())
+        if trainer.task_conditioned:  # zero-shot: every task of the dataset's task set
+            self.evaluator = TaskEvaluator(trainer.dataset, len(trainer.seeds), tc.eval_episodes, tc.eval_seed,
+                                           trainer.device, getattr(trainer.agent_cfg, "inference_samples", 10_000),
+                                           perturbation=tc.perturbation())
+        else:
+            self.evaluator = Evaluator(trainer.dataset, len(trainer.seeds), tc.eval_episodes, tc.eval_seed,
+                                       trainer.device, perturbation=tc.perturbation())
         self.bar = tqdm(total=total, initial=position, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0,
                         disable=None)
         self.started, self.saved_at = time.perf_counter(), position  # saved_at: the newest checkpoint's position
@@ -169,7 +176,8 @@ class Trainer:
             self.agent_cfg = agent_cfg or cfg.apply(self.info.config_cls(), spec.agent_config)
             # Checked on resume: a run may continue on another machine, from a dataset rebuilt there.
             self.dataset_fingerprint = dataset_fingerprint(self.dataset)
-            if not self.dataset.has_reference_scores:  # fail now, not after hours of training
+            self.task_conditioned = check_tasks(self.dataset, self.info)
+            if not self.dataset.has_reference_scores and not self.task_conditioned:  # fail now, not in hours
                 raise OfflineRLError(f"dataset {self.dataset.name} has no reference scores (ref_min_score/"
                                      "ref_max_score), so no normalised score can be reported; add them to its "
                                      "metadata")
@@ -343,6 +351,8 @@ class Trainer:
         return values
 
     def evaluate(self, evaluator: Evaluator) -> dict:
+        if self.task_conditioned:
+            return self.evaluate_tasks(evaluator)
         returns = evaluator.run(self.agent)  # [S, N]
         exact = evaluator.policy_metrics(self.agent)  # a tabular env's exact columns (else empty)
         # Where the policy's expected return is known exactly, it is the score, not the episodes' mean.
@@ -359,11 +369,31 @@ class Trainer:
         self.folder.write_evaluations(self.seeds, self.history)
         return record
 
-    def risk_of(self, returns: np.ndarray) -> dict:
+    def evaluate_tasks(self, evaluator: TaskEvaluator) -> dict:
+        """Every task's returns and scores per seed, and as `returns`/`scores` their IQM over tasks."""
+        tasks = {}
+        per_task = evaluator.run(self.agent)  # {task: [S, N]}
+        for task in self.dataset.tasks:
+            mean_returns = per_task[task.name].mean(1)
+            tasks[task.name] = {"returns": [float(r) for r in mean_returns],
+                                "scores": [float(x) for x in task.normalized_score(mean_returns)],
+                                **self.risk_of(per_task[task.name], task.normalized_score)}
+        record = {"step": self.step, "tasks": tasks,
+                  "task_inference": str(getattr(self.agent_cfg, "task_inference", "reward"))}
+        for key in ("returns", "scores"):
+            record[key] = [iqm([t[key][i] for t in tasks.values()]) for i in range(len(self.seeds))]
+        self.history.append(record)
+        self.folder.write_evaluations(self.seeds, self.history)
+        return record
+
+    def risk_of(self, returns: np.ndarray, normalized_score=None) -> dict:
         """Per seed: VaR and CVaR at RISK_LEVEL of the episodes' returns, as normalised scores (the
-        normalisation is increasing and affine, so it commutes with both)."""
+        normalisation is increasing and affine, so it commutes with both). `normalized_score`: a task's, else
+        the dataset's."""
+        normalize = normalized_score or self.dataset.normalized_score
+
         def normalised(values):
-            return [float(v) for v in np.asarray(self.dataset.normalized_score(np.asarray(values))).reshape(-1)]
+            return [float(v) for v in np.asarray(normalize(np.asarray(values))).reshape(-1)]
         return {"var": normalised([value_at_risk(r, RISK_LEVEL) for r in returns]),
                 "cvar": normalised([conditional_value_at_risk(r, RISK_LEVEL) for r in returns])}
 
@@ -525,7 +555,7 @@ class Trainer:
             rows.append(dict(
                 date=dt.datetime.now().isoformat(timespec="seconds"), agent=self.spec.agent,
                 agent_version=code_range(self.code_revisions), dataset=self.dataset.name,
-                dataset_source=self.dataset.source, dataset_version=self.dataset.version, seed=seed,
+                dataset_source=self.dataset.source, dataset_version=self.dataset.version, seed=seed, task="",
                 steps=self.step, eval_every=self.train_cfg.eval_every, eval_episodes=self.train_cfg.eval_episodes,
                 final_score=final["scores"][i], best_score=best["scores"][i], final_return=final["returns"][i],
                 best_return=best["returns"][i], ref_min_score=self.dataset.ref_min_score,
@@ -538,6 +568,26 @@ class Trainer:
                 final_cvar10=final["cvar"][i] if "cvar" in final else None,
                 eval_perturbation=self.train_cfg.perturbation().label(),
                 **{name: final[name][i] for name in SAFETY_FIELDS if name in final}))
+        return self.task_rows(rows) if self.task_conditioned else rows
+
+    def task_rows(self, seed_rows: list[dict]) -> list[dict]:
+        """Per seed: the aggregate row (task "all tasks": IQM over tasks of the scores and returns, the tasks'
+        mean reference returns) and one row per task with that task's scores and reference returns."""
+        tasks = list(self.dataset.tasks)
+        rows = []
+        for i, row in enumerate(seed_rows):
+            # The aggregate's risk columns stay empty: an IQM over tasks has no episodes of its own.
+            rows.append(dict(row, task=AGGREGATE, ref_min_score=float(np.mean([t.ref_min_score for t in tasks])),
+                             ref_max_score=float(np.mean([t.ref_max_score for t in tasks])),
+                             final_var10=None, final_cvar10=None))
+            for task in tasks:
+                final = self.history[-1]["tasks"][task.name]
+                best = max((rec["tasks"][task.name] for rec in self.history), key=lambda t: t["scores"][i])
+                rows.append(dict(row, task=task.name, final_score=final["scores"][i], best_score=best["scores"][i],
+                                 final_return=final["returns"][i], best_return=best["returns"][i],
+                                 ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score,
+                                 final_var10=final["var"][i] if "var" in final else None,
+                                 final_cvar10=final["cvar"][i] if "cvar" in final else None))
         return rows
 
     def finish(self) -> list[dict]:
@@ -556,11 +606,16 @@ class Trainer:
                                  f"({type(exc).__name__}: {exc}); fix it and finish with offrl run --resume "
                                  f"{self.run_dir}") from None
         ups = self.updates_per_s()
-        scores = np.array([r["final_score"] for r in rows])
-        self.log(f"{self.spec.agent} on {self.dataset.name}: normalised score {scores.mean():.1f} ± "
+        for task in (self.dataset.tasks if self.task_conditioned else ()):
+            task_scores = np.array([r["final_score"] for r in rows if r["task"] == task.name])
+            self.log(f"  task {task.name}: normalised score {task_scores.mean():.1f} ± {task_scores.std():.1f}")
+        scores = np.array([r["final_score"] for r in rows if r["task"] in ("", AGGREGATE)])
+        self.log(f"{self.spec.agent} on {self.dataset.name}{' (IQM over tasks)' if self.task_conditioned else ''}: "
+                 f"normalised score {scores.mean():.1f} ± "
                  f"{scores.std():.1f} over seeds {self.seeds} after {self.step:,} updates "
                  + (f"and {self.env_step:,} online steps " if self.train_cfg.online_steps else "")
-                 + f"(best {np.mean([r['best_score'] for r in rows]):.1f}); {ups:.0f} updates/s "
+                 + f"(best {np.mean([r['best_score'] for r in rows if r['task'] in ('', AGGREGATE)]):.1f}); "
+                 f"{ups:.0f} updates/s "
                  f"({ups * len(self.seeds):.0f} seed-updates/s, {self.train_step.mode}); wall-clock "
                  f"{self.wall_clock:.0f}s")
         if safety_summary(rows):
@@ -569,6 +624,18 @@ class Trainer:
         self.log(f"time: {self.clock.shares()}; rows appended to {self.spec.results}"
                  + (f" ({already} already there, not appended again)" if already else ""))
         return rows
+
+
+def check_tasks(dataset, info) -> bool:
+    """Whether the run is task-conditioned (evaluated per task); one line if agent and data do not fit."""
+    agent_cls = info.agent_cls
+    if dataset.reward_free and not agent_cls.reward_free:
+        raise OfflineRLError(f"dataset {dataset.name} is reward-free: agent {info.name} reads rewards; use a "
+                             "reward-free agent (fb, vcfb, mcfb)")
+    if agent_cls.task_conditioned and dataset.tasks is None:
+        raise OfflineRLError(f"agent {info.name} is evaluated per task, and dataset {dataset.name} has no task "
+                             "set (use a reward-free dataset such as pointgoals-random)")
+    return bool(agent_cls.task_conditioned)
 
 
 def check_data_folder() -> None:

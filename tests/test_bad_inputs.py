@@ -47,6 +47,8 @@ def workspace(tmp_path_factory):
         if SEPSIS:  # the discrete-action dataset of the space-mismatch cases
             from offrl.data import resolve
             resolve("offrl:sepsis-clinician", size=int(SMALL), log=lambda msg: None)
+        from offrl.data import resolve
+        resolve("offrl:pointgoals-random", size=int(SMALL), log=lambda msg: None)  # reward-free, four tasks
     ok = ws / "runs" / "ok"
     spec = yaml.safe_load((ok / "run.yaml").read_text())
     table = (ws / "runs" / "results.csv").read_text()
@@ -194,6 +196,14 @@ CASES = [
     ("set-csve-max-updates-zero", run("--set", "dynamics_max_updates=0", agent="csve"),
      "dynamics_max_updates"),
     ("set-csve-seed-negative", run("--set", "dynamics_seed=-3", agent="csve"), "dynamics_seed"),
+    # zero-shot agents and reward-free data
+    ("run-fb-single-task-dataset", run(agent="fb"), "no task set"),
+    ("run-reward-agent-reward-free-dataset", [*run(agent="td3bc"), "--env", "pointgoals-random"], "reward-free"),
+    ("set-fb-task-inference", run("--set", "task_inference=state", agent="fb"), "task_inference"),
+    ("set-fb-z-mix-ratio", run("--set", "z_mix_ratio=1.5", agent="fb"), "z_mix_ratio"),
+    ("set-fb-z-dim-zero", run("--set", "z_dim=0", agent="fb"), "z_dim"),
+    ("set-vcfb-target-penalty-negative", run("--set", "target_penalty=-1", agent="vcfb"), "target_penalty"),
+    ("set-mcfb-action-samples-zero", run("--set", "action_samples=0", agent="mcfb"), "action_samples"),
     ("set-mopo-rollout-length-zero", run("--set", "rollout_length=0", agent="mopo"), "rollout_length"),
     ("set-mopo-real-ratio-above-one", run("--set", "real_ratio=1.5", agent="mopo"), "real_ratio"),
     ("set-mopo-penalty-negative", run("--set", "penalty_coef=-1", agent="mopo"), "penalty_coef"),

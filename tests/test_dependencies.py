@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Source folder -> the package it is installed as (pyproject.toml's package-dir).
 PACKAGES = {"offrl": "offrl", "agents": "offrl.agents", "envs": "offrl.envs"}
 LEAVES = {"offrl.errors", "offrl.paths", "offrl.atomic", "offrl.lock", "offrl.machine", "offrl.cpu_load",
-          "offrl.gymenv", "offrl.extensions", "offrl.termination", "offrl.data.recipes", "offrl.data.minari_reader"}
+          "offrl.gymenv", "offrl.extensions", "offrl.termination", "offrl.data.recipes", "offrl.data.minari_reader",
+          "offrl.tasks"}
 
 
 def module_files() -> dict[str, Path]:

@@ -185,3 +185,16 @@ def test_cli_publishes_lists_and_shows_a_board(tmp_path):
     assert bad.output.strip().splitlines() == ["error: no result rows for agent cql (the table has: iql, td3bc)"]
     missing = runner.invoke(main, ["leaderboard", "--root", root, "show", "nope"])
     assert missing.exit_code == 2 and "no leaderboard 'nope'" in missing.output
+
+
+def test_a_multi_task_group_publishes_one_row_per_seed_and_task_and_refuses_a_repeated_one(tmp_path):
+    per_seed = trained_rows(tmp_path, "fb", "pointgoals-random", seeds=(0, 1), scores=(20.0, 40.0))
+    rows = [dict(r, task=task, final_score=r["final_score"] + k)
+            for r in per_seed for k, task in enumerate(("all tasks", "reach_top_left", "reach_top_right"))]
+    board = lb.publish(rows, "zero-shot", root=tmp_path / "results")
+    assert len(read_rows(board / "runs.csv")) == 6
+    readme = (board / "README.md").read_text()
+    assert "| fb | pointgoals-random | reach_top_left | 2 | 31.00 ± 14.14 |" in readme
+    assert "--seeds 0,1 " in readme
+    with pytest.raises(OfflineRLError, match=r"has seed 1 \(task reach_top_left\) 2 times"):
+        lb.publish(rows + [rows[4]], "zero-shot", root=tmp_path / "results", force=True)

@@ -24,6 +24,7 @@ def make_row(**overrides):
         "dataset_source": "offrl",
         "dataset_version": "v1",
         "seed": 0,
+        "task": "",
         "steps": 100000,
         "eval_every": 5000,
         "eval_episodes": 10,

@@ -22,10 +22,10 @@ def _row(agent, seed, score, var, cvar, perturbation="none"):
     row = {name: "x" for name in RESULT_FIELDS}
     row.update({name: None for name in results.ONLINE_SCORES}, online_steps=None)  # an offline run
     row.update({name: None for name in results.SAFETY_FIELDS})  # not a tabular env
-    row.update(agent=agent, dataset="pointmass-medium", seed=seed, steps=10, eval_every=10, eval_episodes=100,
-               final_score=score, best_score=score, final_return=score, best_return=score, ref_min_score=0.0,
-               ref_max_score=100.0, wall_clock_s=1.0, updates_per_s=1.0, final_var10=var, final_cvar10=cvar,
-               eval_perturbation=perturbation)
+    row.update(agent=agent, dataset="pointmass-medium", seed=seed, task="", steps=10, eval_every=10,
+               eval_episodes=100, final_score=score, best_score=score, final_return=score, best_return=score,
+               ref_min_score=0.0, ref_max_score=100.0, wall_clock_s=1.0, updates_per_s=1.0, final_var10=var,
+               final_cvar10=cvar, eval_perturbation=perturbation)
     return row
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from offrl.data import returns
 from offrl.errors import OfflineRLError
+from offrl.tasks import TaskSet
 
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 # Extras computed from the transitions: each is a Dataset method of that name whose keyword arguments are its
@@ -68,6 +69,8 @@ class Dataset:
     `terminals` marks true ends (no bootstrap from s'); `timeouts` marks episode ends by time limit only.
     `family` names the environment family ("hopper", "pointmass") for per-family agent defaults.
     `extras` holds the per-transition arrays a file recorded beyond these (leading axis N, any dtype).
+    A reward-free dataset (`reward_free`) has a task set instead of reference scores: each task carries its
+    own reward function and reference returns.
     """
     name: str
     observations: np.ndarray
@@ -86,6 +89,10 @@ class Dataset:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     # A tabular env's exact policy evaluation (Recipe.policy_metrics): the Evaluator adds its columns.
     policy_metrics: Callable[..., dict] | None = None
+    # The reward functions a multi-task dataset is evaluated on (offrl/tasks.py); None: its own reward only.
+    tasks: TaskSet | None = None
+    # True when the rewards array holds no rewards (zeros): only reward-free agents may train on it.
+    reward_free: bool = False
     # Computed extras, keyed by (name, parameters): computed once per dataset and parameters.
     _computed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 

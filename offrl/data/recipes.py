@@ -53,6 +53,9 @@ class Recipe:
     # For a tabular env whose policies can be evaluated exactly: (policies as action indices [S, n_obs] or
     # probabilities [S, n_obs, n_act]) -> {result column: [S] values} (Dataset.policy_metrics).
     policy_metrics: Callable[..., dict] | None = None
+    # A reward-free family: its episodes' rewards are zeros, it has no reference returns (reference_returns
+    # is not called) and `tasks()` gives the task set it is evaluated on (offrl/tasks.py).
+    tasks: Callable[[], object] | None = None
 
 
 def register_recipe(recipe: Recipe) -> None:
@@ -144,7 +147,7 @@ def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, wo
         episodes = [ep for part in part_ids for ep in read_episodes(part)]
     else:
         episodes = recipe.build_episodes(level, size, seed, **({"workers": workers} if recipe.parallel else {}))
-    ref_min, ref_max = recipe.reference_returns()
+    ref_min, ref_max = recipe.reference_returns() if recipe.tasks is None else (None, None)
     buffers = [EpisodeBuffer(id=i, observations=e["observations"], actions=e["actions"],
                              rewards=np.asarray(e["rewards"], np.float64), terminations=e["terminations"],
                              truncations=e["truncations"], infos=e.get("infos", {})) for i, e in enumerate(episodes)]
@@ -160,12 +163,14 @@ def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, wo
                     dataset_id, buffers, env=recipe.env_id, algorithm_name=f"offrl-recipe:{level}",
                     author="offrl", author_email="offrl@users.noreply.github.com",
                     code_permalink="https://github.com/offrl/offrl", description=recipe.description,
-                    ref_min_score=ref_min, ref_max_score=ref_max, data_format="hdf5")
+                    data_format="hdf5", **({} if ref_min is None else
+                                           dict(ref_min_score=ref_min, ref_max_score=ref_max)))
         built = tmp_root / dataset_id
         provenance = dict(recipe.provenance, recipe=recipe.family, level=level, env_id=recipe.env_id,
                           version=recipe.version, seed=seed, transitions=size, episodes=len(episodes),
                           ref_min_score=ref_min, ref_max_score=ref_max,
-                          **behaviour_returns(episodes, gym.spec(recipe.env_id).max_episode_steps, ref_min, ref_max),
+                          **(behaviour_returns(episodes, gym.spec(recipe.env_id).max_episode_steps, ref_min, ref_max)
+                             if ref_min is not None else {"tasks": recipe.tasks().names}),
                           **({"read_from": part_ids} if part_ids else {}),
                           data_sha256=file_sha256(built / "data" / "main_data.hdf5"))
         provenance["build_seconds"] = round(time.time() - t0, 2)
@@ -176,8 +181,10 @@ def _build(recipe: Recipe, level: str, size: int, dataset_id: str, seed: int, wo
         built.rename(final)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    log(f"built {dataset_id} in {time.time() - t0:.1f}s: {len(episodes)} episodes, behaviour return "
-        f"{provenance['behaviour_return']:.1f} (normalised {provenance['behaviour_normalized_return']:.1f})")
+    log(f"built {dataset_id} in {time.time() - t0:.1f}s: {len(episodes)} episodes, " + (
+        f"behaviour return {provenance['behaviour_return']:.1f} (normalised "
+        f"{provenance['behaviour_normalized_return']:.1f})" if ref_min is not None else
+        f"reward-free, tasks {', '.join(provenance['tasks'])}"))
 
 
 def remove_stale_builds(dataset_id: str) -> None:

@@ -61,11 +61,12 @@ def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str, prov: d
     env = make_env(env_id)
     spaces = space_provenance(env.observation_space, env.action_space)
     env.close()
+    tasks = recipe.tasks() if recipe.tasks is not None else None
     return from_arrays(
         f"{recipe.family}-{level}", arrays, family=recipe.family, source="offrl",
-        version=f"{dataset_id}", ref_min_score=float(meta["ref_min_score"]),
-        ref_max_score=float(meta["ref_max_score"]), env_factory=lambda: make_env(env_id),
-        policy_metrics=recipe.policy_metrics,
+        version=f"{dataset_id}", ref_min_score=None if tasks else float(meta["ref_min_score"]),
+        ref_max_score=None if tasks else float(meta["ref_max_score"]), env_factory=lambda: make_env(env_id),
+        tasks=tasks, reward_free=tasks is not None, policy_metrics=recipe.policy_metrics,
         provenance=dict(prov, minari_id=dataset_id, **spaces, max_episode_steps=space.max_episode_steps))
 
 
