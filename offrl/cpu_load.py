@@ -22,6 +22,7 @@ import time
 
 SPIN_COUNT = 2000  # libgomp spin iterations (one `pause` each) before a waiting thread sleeps
 NOISE_CORES = 0.25  # busy time below this (daemons, a shell) leaves a core free
+CHOSEN_BY_OFFRL = "OFFRL_OPENMP_CHOICE"  # marks the OpenMP variables as set by offrl, not by the user
 SAMPLE_S = 0.1  # how long the CPUs are watched (this process sleeps meanwhile, so what is busy is others' work)
 _measured: int | None = None
 
@@ -82,14 +83,27 @@ def free_cores() -> int:
 
 def choose_wait_policy(environ=os.environ) -> str:
     """Set OpenMP's wait policy for this process, unless the user set one; returns what is in force:
-    "user", "spin" (free cores for a second thread: bounded spinning) or "passive"."""
+    "user", "spin" (free cores for a second thread: bounded spinning) or "passive".
+
+    The choice goes into the environment, which child processes inherit (a sweep's workers, a benchmark's
+    subprocesses); `CHOSEN_BY_OFFRL` marks it as offrl's, so that a child offrl process measures its own
+    machine state instead of taking its parent's choice for a user's setting."""
+    if environ.get(CHOSEN_BY_OFFRL) == _choice_of(environ):
+        for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", CHOSEN_BY_OFFRL):
+            environ.pop(name, None)
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return "user"
     if free_cores() >= 2:
         environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
-        return "spin"
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return "passive"
+    else:
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    environ[CHOSEN_BY_OFFRL] = _choice_of(environ)
+    return wait_policy(environ)
+
+
+def _choice_of(environ) -> str:
+    """The OpenMP variables as one string (what CHOSEN_BY_OFFRL records)."""
+    return f"OMP_WAIT_POLICY={environ.get('OMP_WAIT_POLICY', '')};GOMP_SPINCOUNT={environ.get('GOMP_SPINCOUNT', '')}"
 
 
 def wait_policy(environ=os.environ) -> str:

@@ -19,8 +19,20 @@ def test_wait_policy_spins_only_with_a_free_core_for_a_second_thread(monkeypatch
     monkeypatch.setattr(cpu_load, "_measured", free)
     environ = {}
     assert cpu_load.choose_wait_policy(environ) == policy
-    assert environ == env
+    assert {k: v for k, v in environ.items() if k != cpu_load.CHOSEN_BY_OFFRL} == env
     assert cpu_load.wait_policy(environ) == policy
+
+
+def test_a_child_process_decides_again_instead_of_inheriting_its_parents_choice(monkeypatch):
+    monkeypatch.setattr(cpu_load, "_measured", 1)
+    environ = {}
+    assert cpu_load.choose_wait_policy(environ) == "passive"  # the parent started on a busy machine
+    child = dict(environ)  # what a subprocess inherits
+    monkeypatch.setattr(cpu_load, "_measured", 2)  # the child starts when the cores are free
+    assert cpu_load.choose_wait_policy(child) == "spin"
+    assert "OMP_WAIT_POLICY" not in child
+    child["OMP_WAIT_POLICY"] = "ACTIVE"  # changed by the user after offrl chose: the user's now
+    assert cpu_load.choose_wait_policy(child) == "user"
 
 
 @pytest.mark.parametrize("user", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10"}])
