@@ -40,18 +40,27 @@ def _generated_arrays(dataset_id: str, prov: dict) -> tuple[dict, dict]:
             with np.load(path, allow_pickle=False) as flat:
                 if str(flat["data_sha256"]) == key:
                     return ({k: flat[k] for k in flat.files if k not in _FLAT_META},
-                            {k: float(flat[k]) for k in _FLAT_META[1:]})
+                            {k: _reference(flat[k]) for k in _FLAT_META[1:]})
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # unreadable: read through Minari and write it again
     arrays, meta, _ = load_minari(dataset_id, root=recipes.minari_store())
-    refs = {k: float(meta[k]) for k in _FLAT_META[1:]}
+    refs = {k: _reference(meta.get(k)) for k in _FLAT_META[1:]}  # None for a reward-free dataset
     if key:
         try:
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays, data_sha256=np.array(key), **{k: np.array(v) for k, v in refs.items()})
+                np.savez(f, **arrays, data_sha256=np.array(key),
+                         **{k: np.array(np.nan if v is None else v) for k, v in refs.items()})
         except OSError:
             pass  # a read-only store: read through Minari every time
     return arrays, refs
+
+
+def _reference(value) -> float | None:
+    """A reference return as a float, or None where there is none (reward-free data; NaN in the flat copy)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if np.isnan(value) else value
 
 
 def _load_generated(dataset_id: str, recipe: recipes.Recipe, level: str, prov: dict) -> Dataset:
