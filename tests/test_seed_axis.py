@@ -20,7 +20,7 @@ SMALL = {"hidden": [32, 32], "dynamics_hidden": [32, 32], "dynamics_max_epochs":
          "embed_hidden": [16, 16], "embedding": 2, "reverse_max_epochs": 3, "seeker_rollout_starts": 500,
          "seeker_max_epochs": 3,
          "z_dim": 8, "preprocessor_hidden": [32], "preprocessor_dim": 16, "forward_hidden": [32],
-         "backward_hidden": [32], "actor_hidden": 32}
+         "backward_hidden": [32]}
 
 
 # The FB family. The conservative variants evaluate F on 13 actions per state: over 200 float32 updates one of those
@@ -31,7 +31,7 @@ SMALL = {"hidden": [32, 32], "dynamics_hidden": [32, 32], "dynamics_max_epochs":
 # way (actor.s.0.net.0.weight beyond 1e-6, run after tests/test_fb.py and test_tasks.py in one process) and passed
 # alone, so it is compared in float64 too. Keys: their extra overrides (a smaller batch keeps MC-FB's [S, 2, K, B,
 # B] measures small).
-FLOAT64 = {"fb": {"batch_size": 64}, "vcfb": {"batch_size": 64}, "mcfb": {"batch_size": 64}}
+FLOAT64 = {name: {"batch_size": 64, "actor_hidden": 32} for name in ("fb", "vcfb", "mcfb")}  # FB's actor width
 
 
 def _agents_with_seed_axis():
