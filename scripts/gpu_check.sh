@@ -79,7 +79,8 @@ run() {  # 5 seeds of TD3+BC, 1M updates, evaluated every 5,000 (dry run: 200 up
   if ((dry)); then args=(--agent td3bc --env pointmass-medium --seeds 0-4 --steps 200 --eval-every 100
                           --eval-episodes 1 --device cpu); fi
   local start=$SECONDS
-  offrl run "${args[@]}" --out /tmp/gpu_check_runs 2>&1 | tee "$LOG/run.log"
+  local runs; runs=$(mktemp -d /tmp/gpu_check_runs.XXXXXX)  # a new folder each time: an older table may have older columns
+  offrl run "${args[@]}" --out "$runs" 2>&1 | tee "$LOG/run.log"
   echo "run: $((SECONDS - start)) s in all (dataset build included)" | tee -a "$LOG/run.log"
 }
 
