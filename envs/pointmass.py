@@ -18,6 +18,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from offrl.data.recipes import collect_transitions
+
 STEP = 0.1
 GOAL_RADIUS = 0.05
 MAX_STEPS = 50
@@ -126,19 +128,7 @@ def rollout_episodes(rng: np.random.Generator, transitions: int, policy, paralle
     so batches must be small against the budget for medium-replay's annealing to take effect: the
     default makes about 50 batches whatever the size."""
     parallel = parallel or int(np.clip(transitions // (50 * MAX_STEPS // 2), 1, 1000))
-    episodes, total = [], 0
-    while total < transitions:
-        for ep in run_batch(rng, parallel, policy, total / transitions):
-            T = min(len(ep["actions"]), transitions - total)
-            if T <= 0:
-                break
-            if T < len(ep["actions"]):
-                ep = dict(observations=ep["observations"][:T + 1], actions=ep["actions"][:T],
-                          rewards=ep["rewards"][:T], terminations=np.zeros(T, bool),
-                          truncations=np.r_[np.zeros(T - 1, bool), True])
-            episodes.append(ep)
-            total += T
-    return episodes
+    return collect_transitions(lambda total: run_batch(rng, parallel, policy, total / transitions), transitions)
 
 
 def policy_for(level: str):

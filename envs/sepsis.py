@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from offrl.data.recipes import collect_transitions
 from offrl.errors import OfflineRLError
 
 ENV_ID = "offrl/ICUSepsis-v2"
@@ -300,18 +301,6 @@ def build_episodes(level: str, transitions: int, seed: int) -> list[dict]:
     mdp = load_mdp()
     rng = np.random.default_rng(seed)
     policy = behaviour_policy(level, mdp)
-    episodes, total = [], 0
-    while total < transitions:
-        batch = max(1, min(20_000, (transitions - total) // 9 + 1))  # episodes last about 9 steps
-        for ep in simulate(rng, policy, batch, mdp):
-            T = min(len(ep["actions"]), transitions - total)
-            if T <= 0:
-                break
-            if T < len(ep["actions"]):
-                ep = dict(observations=ep["observations"][:T + 1], actions=ep["actions"][:T],
-                          rewards=ep["rewards"][:T], terminations=np.zeros(T, bool),
-                          truncations=np.r_[np.zeros(T - 1, bool), True],
-                          infos={k: v[:T] for k, v in ep["infos"].items()})
-            episodes.append(ep)
-            total += T
-    return episodes
+    # Episodes last about 9 steps: batches sized to the budget left, at most 20,000 episodes.
+    return collect_transitions(
+        lambda total: simulate(rng, policy, max(1, min(20_000, (transitions - total) // 9 + 1)), mdp), transitions)

@@ -196,6 +196,26 @@ def remove_stale_builds(dataset_id: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def collect_transitions(next_batch: Callable[[int], list[dict]], transitions: int) -> list[dict]:
+    """Episodes from `next_batch(transitions so far)` until exactly `transitions` steps: a recipe's budget is
+    counted in transitions, so the episode that crosses it is cut there and ends truncated (its per-step
+    infos cut with it)."""
+    episodes, total = [], 0
+    while total < transitions:
+        for ep in next_batch(total):
+            steps = min(len(ep["actions"]), transitions - total)
+            if steps <= 0:
+                break
+            if steps < len(ep["actions"]):
+                ep = dict(ep, observations=ep["observations"][:steps + 1], actions=ep["actions"][:steps],
+                          rewards=ep["rewards"][:steps], terminations=np.zeros(steps, bool),
+                          truncations=np.r_[np.zeros(steps - 1, bool), True],
+                          **({"infos": {k: v[:steps] for k, v in ep["infos"].items()}} if "infos" in ep else {}))
+            episodes.append(ep)
+            total += steps
+    return episodes
+
+
 def behaviour_returns(episodes: list[dict], max_steps: int | None, ref_min: float, ref_max: float) -> dict:
     """Mean raw and normalised return of the complete episodes: those ending in a termination or at the time
     limit. An episode cut to fit the size (truncated before the limit) would pull the mean down; if every
