@@ -97,6 +97,20 @@ def test_dataset_is_reward_free_with_physics_states_that_replay_the_rewards(walk
 
 
 @needs_dmc
+def test_datasets_list_and_info_show_the_task_set_and_the_stored_states(walker_random):
+    from click.testing import CliRunner
+
+    from offrl.cli import main
+    listed = CliRunner().invoke(main, ["datasets", "list"])
+    assert listed.exit_code == 0 and "dmc-walker-*: reward-free, tasks stand, walk, run, flip" in listed.output
+    info = CliRunner().invoke(main, ["datasets", "info", "dmc-walker-random", "--size", str(SIZE)])
+    assert info.exit_code == 0, info.output
+    assert "returns      none: reward-free" in info.output
+    assert "per task: stand 0 to 1000, walk 0 to 1000, run 0 to 1000, flip 0 to 1000" in info.output
+    assert "next_infos/qpos [9]" in info.output and "infos/qvel [9]" in info.output
+
+
+@needs_dmc
 def test_fb_runs_on_the_walker_and_reports_every_task(walker_random, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
