@@ -5,13 +5,13 @@ pyproject.toml declares this package in the entry-point group `offrl.envs`: the 
 never imports envs/. What it registers: the recipes (offrl.data.recipes), the termination functions for
 model rollouts (envs/termination.py, into offrl.termination), the trainers of the MuJoCo behaviour policies
 (`offrl datasets train-behaviour`), and the Gymnasium ids offrl/PointMass-v0 (envs/pointmass.py),
-offrl/PointGoals-v0 (envs/pointgoals.py: reward-free, with a task set) and offrl/ICUSepsis-v2
-(envs/sepsis.py).
+offrl/PointGoals-v0 (envs/pointgoals.py: reward-free, with a task set), offrl/DMCWalker-v0
+(envs/dmc_walker.py: dm_control's walker with the URLB tasks) and offrl/ICUSepsis-v2 (envs/sepsis.py).
 """
 import functools
 
 from offrl.data.recipes import Recipe, register_behaviour_trainer, register_recipe
-from offrl.envs import behaviour, mujoco, pointgoals, pointmass, sepsis, termination  # noqa: F401  (termination registers itself)
+from offrl.envs import behaviour, dmc_walker, mujoco, pointgoals, pointmass, sepsis, termination  # noqa: F401  (termination registers itself)
 
 register_recipe(Recipe(
     family="pointmass",
@@ -50,6 +50,22 @@ register_recipe(Recipe(
     version="0",
     description="PointGoals-v0: reward-free point in the plane, four goal-reaching tasks (envs/pointgoals.py)",
     tasks=pointgoals.task_set,
+))
+
+# dm_control's walker (envs/dmc_walker.py): registered without the `dmc` extra too, so that building its
+# dataset says which package it needs.
+register_recipe(Recipe(
+    family="dmc-walker",
+    env_id=dmc_walker.ENV_ID,
+    levels=dmc_walker.LEVELS,
+    default_size={"random": 100_000},  # Jeen et al.'s low-quality size (ExORL subsampled to 100k)
+    build_episodes=dmc_walker.build_episodes,
+    reference_returns=lambda: (None, None),  # reward-free: each task has its own (dmc_walker.task_set)
+    version="0",
+    description="dm_control walker, reward-free uniform-random data with physics states; URLB tasks "
+                "stand, walk, run, flip (envs/dmc_walker.py)",
+    provenance={"dm_control": dmc_walker.PINNED},
+    tasks=dmc_walker.task_set,
 ))
 
 # The MuJoCo recipes (envs/mujoco.py): one per env whose behaviour policies are shipped in envs/policies/.

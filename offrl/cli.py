@@ -642,14 +642,23 @@ def datasets_info(name, size):
     click.echo(f"transitions  {len(ds):,}   episodes {len(rets):,}   terminals {int(ds.terminals.sum()):,}   "
                f"timeouts {int(ds.timeouts.sum()):,}")
     click.echo(f"obs dim      {ds.spec.obs_dim}   action dim {ds.spec.act_dim}")
-    click.echo(f"returns      mean {rets.mean():.2f}  std {rets.std():.2f}  min {rets.min():.2f}  max {rets.max():.2f}")
+    if ds.reward_free:
+        click.echo("returns      none: reward-free (each task's reward is computed when it is evaluated)")
+    else:
+        click.echo(f"returns      mean {rets.mean():.2f}  std {rets.std():.2f}  min {rets.min():.2f}  "
+                   f"max {rets.max():.2f}")
     if ds.has_reference_scores:
         norm = ds.normalized_score(rets)
         click.echo(f"normalised   mean {norm.mean():.1f}  std {norm.std():.1f}  min {norm.min():.1f}  "
                    f"max {norm.max():.1f}")
         click.echo(f"reference    ref_min_score {ds.ref_min_score:.4f}   ref_max_score {ds.ref_max_score:.4f}")
+    elif ds.tasks is not None:  # reward-free: each task has its own reference returns
+        click.echo("reference    per task: " + ", ".join(f"{t.name} {t.ref_min_score:g} to {t.ref_max_score:g}"
+                                                        for t in ds.tasks))
     else:
         click.echo("reference    none (normalised scores unavailable)")
+    if ds.extras:
+        click.echo(f"extras       {', '.join(f'{k} {list(v.shape[1:])}' for k, v in ds.extras.items())}")
     for key, value in ds.provenance.items():
         if key not in ("observation_layout",):
             click.echo(f"  {key}: {value if not isinstance(value, (list, np.ndarray)) else list(value)}")

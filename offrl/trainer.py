@@ -18,6 +18,7 @@ is written as a score.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import subprocess
@@ -405,25 +406,28 @@ class Trainer:
             self.folder.lock()  # again, if an earlier fit() released it; a no-op while held
         try:
             if self.step < self.train_cfg.steps:
-                try:
+                with self._divergence_recorded():
                     self._train(stop_at)
-                except DivergedError as exc:
-                    self.folder.record_divergence(str(exc))
-                    raise
                 if self.step < self.train_cfg.steps:
                     return None
             if self.env_step < self.train_cfg.online_steps:
-                try:
+                with self._divergence_recorded():
                     self._train_online(stop_online_at)
-                except DivergedError as exc:
-                    self.folder.record_divergence(str(exc))
-                    raise
                 if self.env_step < self.train_cfg.online_steps:
                     return None
             return self.finish()
         finally:
             if self.holds_folder:
                 self.folder.unlock()
+
+    @contextlib.contextmanager
+    def _divergence_recorded(self):
+        """A phase that diverges leaves its message in the run folder (`offrl runs` shows it), then stops."""
+        try:
+            yield
+        except DivergedError as exc:
+            self.folder.record_divergence(str(exc))
+            raise
 
     def _train(self, stop_at: int | None) -> None:
         tc = self.train_cfg

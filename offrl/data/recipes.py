@@ -199,7 +199,7 @@ def remove_stale_builds(dataset_id: str) -> None:
 def collect_transitions(next_batch: Callable[[int], list[dict]], transitions: int) -> list[dict]:
     """Episodes from `next_batch(transitions so far)` until exactly `transitions` steps: a recipe's budget is
     counted in transitions, so the episode that crosses it is cut there and ends truncated (its per-step
-    infos cut with it)."""
+    infos cut with it: T entries, or T + 1 where they are per state, like observations)."""
     episodes, total = [], 0
     while total < transitions:
         for ep in next_batch(total):
@@ -210,7 +210,8 @@ def collect_transitions(next_batch: Callable[[int], list[dict]], transitions: in
                 ep = dict(ep, observations=ep["observations"][:steps + 1], actions=ep["actions"][:steps],
                           rewards=ep["rewards"][:steps], terminations=np.zeros(steps, bool),
                           truncations=np.r_[np.zeros(steps - 1, bool), True],
-                          **({"infos": {k: v[:steps] for k, v in ep["infos"].items()}} if "infos" in ep else {}))
+                          **({"infos": {k: v[:steps + (len(v) > len(ep["actions"]))]
+                                        for k, v in ep["infos"].items()}} if "infos" in ep else {}))
             episodes.append(ep)
             total += steps
     return episodes
