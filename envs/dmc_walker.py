@@ -60,7 +60,8 @@ def available() -> bool:
 @functools.cache
 def _walker_module():
     """dm_control's suite walker module. dm_control picks an OpenGL backend when imported; offrl never renders,
-    so unless the user chose one (MUJOCO_GL), rendering is switched off for the import: no display is needed."""
+    so unless the user chose one (MUJOCO_GL), rendering is switched off for the import: no display is needed.
+    Importing dm_control changes nothing else in the process (see the warning handler below)."""
     try:
         version = metadata.distribution(PACKAGE).version
     except metadata.PackageNotFoundError:
@@ -69,12 +70,18 @@ def _walker_module():
     if version != PINNED:
         raise OfflineRLError(f"offrl's walker tasks are pinned to {PACKAGE}=={PINNED}, found {version}: "
                              f"pip install '{PACKAGE}=={PINNED}'")
+    import mujoco
+
     chosen = os.environ.get("MUJOCO_GL")
     if chosen is None:
         os.environ["MUJOCO_GL"] = "disable"
+    # dm_control's import routes every MuJoCo warning of the process to absl logging; MuJoCo's handler is put
+    # back, so that the other envs' warnings (and offrl.gymenv.quiet_mujoco) behave as without dm_control.
+    warning_handler = mujoco.get_mju_user_warning()
     try:
         from dm_control.suite import walker
     finally:
+        mujoco.set_mju_user_warning(warning_handler)
         if chosen is None:
             del os.environ["MUJOCO_GL"]
     return walker

@@ -132,6 +132,20 @@ def test_fb_runs_on_the_walker_and_reports_every_task(walker_random, tmp_path, m
     assert stand["final_score"] == pytest.approx(stand["final_return"] / 10)  # returns out of 1000
 
 
+@needs_dmc
+def test_using_the_walker_leaves_mujocos_warnings_and_rendering_as_they_were():
+    import subprocess
+    import sys
+    code = ("import os, mujoco; from offrl.envs import dmc_walker; before = mujoco.get_mju_user_warning(); "
+            "dmc_walker.DMCWalkerEnv('walk').reset(seed=0); "
+            "assert mujoco.get_mju_user_warning() is before, 'dm_control kept its MuJoCo warning handler'; "
+            "assert 'MUJOCO_GL' not in os.environ; print('ok')")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MUJOCO_GL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert "GLFW" not in out.stderr and "DISPLAY" not in out.stderr  # no OpenGL backend was tried
+
+
 def test_without_the_extra_building_the_walker_data_says_what_to_install(monkeypatch, tmp_path):
     from importlib import metadata
 
