@@ -42,7 +42,7 @@ from offrl.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, Positi
 from offrl.online import OnlineConfig
 from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
-from offrl.sac import SACAgent, SACConfig
+from offrl.sac import SACAgent, SACConfig, cql_candidates
 
 
 @dataclass
@@ -106,26 +106,20 @@ class CalQL(SACAgent):
             return loss, metrics
         c = self.config
         obs, next_obs, actions = batch["observations"], batch["next_observations"], batch["actions"]
-        S, B, A, n = obs.shape[0], obs.shape[1], actions.shape[-1], c.n_actions
+        S, B, n = obs.shape[0], obs.shape[1], c.n_actions
         picks = None
         if c.cql_members is not None:
             picks = self.noise.randint(c.num_critics, c.cql_members)  # [S, m], with replacement (WSRL)
-        with torch.no_grad():
-            obs_rep, next_obs_rep = obs.repeat_interleave(n, dim=1), next_obs.repeat_interleave(n, dim=1)
-            scale, center = self.actor.scaler.scale, self.actor.scaler.center
-            rand_a = center + scale * (2.0 * self.noise.uniform(B * n, A) - 1.0)
-            rand_log_density = -torch.log(2.0 * scale).sum()
-            cur_a, cur_log_pi = self.sample(obs_rep)
-            nxt_a, nxt_log_pi = self.sample(next_obs_rep)
+        k = cql_candidates(self, obs, next_obs, n)
         q_data = self.member_q(picks, obs, actions)  # [S, m, B]
-        q_cur = self.member_q(picks, obs_rep, cur_a)  # [S, m, B·n]
-        q_nxt = self.member_q(picks, obs_rep, nxt_a)
+        q_cur = self.member_q(picks, k.obs, k.current)  # [S, m, B·n]
+        q_nxt = self.member_q(picks, k.obs, k.following)
         if c.calql_bound:
             bound = batch["mc_return"].repeat_interleave(n, dim=1)[:, None]  # G of the state's data row
             metrics["calql_bound_rate"] = ((q_cur < bound).float().mean((1, 2)) + (q_nxt < bound).float().mean((1, 2))) / 2
             q_cur, q_nxt = torch.maximum(q_cur, bound), torch.maximum(q_nxt, bound)
-        cand = torch.stack([self.member_q(picks, obs_rep, rand_a) - rand_log_density,
-                            q_cur - cur_log_pi[:, None], q_nxt - nxt_log_pi[:, None]], dim=-1)  # [S, m, B·n, 3]
+        cand = torch.stack([self.member_q(picks, k.obs, k.uniform) - k.uniform_log_density,
+                            q_cur - k.current_log_pi[:, None], q_nxt - k.following_log_pi[:, None]], dim=-1)  # [S, m, B·n, 3]
         m = cand.shape[1]
         lse = torch.logsumexp(cand.view(S, m, B, n * 3) / c.temperature, dim=-1)  # [S, m, B]
         gap = c.temperature * lse.mean(-1) - q_data.mean(-1)  # [S, m]

@@ -50,6 +50,7 @@ from offrl.nets import ObsNormalizer, TanhGaussianActor
 from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
+from offrl.sac import cql_candidates
 
 
 @dataclass
@@ -120,7 +121,7 @@ class CQL(Agent):
         c = self.config
         obs, next_obs = self.obs_norm(batch["observations"]), self.obs_norm(batch["next_observations"])
         actions, rewards, dones = batch["actions"], batch["rewards"], batch["dones"]
-        S, B, A, n = obs.shape[0], obs.shape[1], actions.shape[-1], c.n_actions
+        S, B, n = obs.shape[0], obs.shape[1], c.n_actions
 
         # Actor, then SAC's temperature.
         alpha = self.log_alpha.exp().detach()  # [S]
@@ -140,17 +141,11 @@ class CQL(Agent):
             if not c.deterministic_backup:
                 target_q = target_q - self.log_alpha.exp()[:, None] * next_log_pi
             y = rewards + c.discount * (1.0 - dones) * target_q
-            # Candidate actions, n per state: [S, B·n, A], state k of the batch in rows k·n ... k·n + n - 1.
-            obs_rep, next_obs_rep = obs.repeat_interleave(n, dim=1), next_obs.repeat_interleave(n, dim=1)
-            scale, center = self.actor.scaler.scale, self.actor.scaler.center
-            rand_a = center + scale * (2.0 * self.noise.uniform(B * n, A) - 1.0)
-            rand_log_density = -torch.log(2.0 * scale).sum()
-            cur_a, cur_log_pi = self.sample(obs_rep)
-            nxt_a, nxt_log_pi = self.sample(next_obs_rep)
+        k = cql_candidates(self, obs, next_obs, n)
         q = self.critic(obs, actions)  # [S, 2, B]
-        cand = torch.stack([self.critic(obs_rep, rand_a) - rand_log_density,
-                            self.critic(obs_rep, cur_a) - cur_log_pi[:, None],
-                            self.critic(obs_rep, nxt_a) - nxt_log_pi[:, None]], dim=-1)  # [S, 2, B·n, 3]
+        cand = torch.stack([self.critic(k.obs, k.uniform) - k.uniform_log_density,
+                            self.critic(k.obs, k.current) - k.current_log_pi[:, None],
+                            self.critic(k.obs, k.following) - k.following_log_pi[:, None]], dim=-1)  # [S, 2, B·n, 3]
         if c.offrlkit_quirk:  # OfflineRL-Kit: logsumexp over the 3 proposals of each row, mean over B·n rows
             lse = torch.logsumexp(cand / c.temperature, dim=-1)  # [S, 2, B·n]
         else:  # textbook CQL(H): logsumexp over all 3·n candidates of each state

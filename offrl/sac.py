@@ -214,6 +214,33 @@ class SACAgent(Agent):
         return self.actor(obs, noise)[0]
 
 
+@dataclass
+class CQLCandidates:
+    """CQL's out-of-data action samples for a batch: n per state and proposal, state k of the batch in rows
+    k·n ... k·n + n - 1 of every [S, B·n, ...] tensor."""
+    obs: torch.Tensor  # the states repeated: [S, B·n, d]
+    uniform: torch.Tensor  # uniform in the action box
+    uniform_log_density: torch.Tensor  # their log density (a scalar)
+    current: torch.Tensor  # ã ~ π(s)
+    current_log_pi: torch.Tensor
+    following: torch.Tensor  # ã ~ π(s'), scored at s
+    following_log_pi: torch.Tensor
+
+
+@torch.no_grad()
+def cql_candidates(agent, obs: torch.Tensor, next_obs: torch.Tensor, n: int) -> CQLCandidates:
+    """The candidates of CQL's logsumexp (CQL and Cal-QL) from `agent.sample` and its actor's action box. The
+    draws come in one order (uniform, then π(s), then π(s')) from the agent's training stream."""
+    B, A = obs.shape[1], agent.spec.act_dim
+    obs_rep, next_obs_rep = obs.repeat_interleave(n, dim=1), next_obs.repeat_interleave(n, dim=1)
+    scale, center = agent.actor.scaler.scale, agent.actor.scaler.center
+    uniform = center + scale * (2.0 * agent.noise.uniform(B * n, A) - 1.0)
+    current, current_log_pi = agent.sample(obs_rep)
+    following, following_log_pi = agent.sample(next_obs_rep)
+    return CQLCandidates(obs_rep, uniform, -torch.log(2.0 * scale).sum(), current, current_log_pi, following,
+                         following_log_pi)
+
+
 def check_config(c: SACConfig) -> None:
     """One clear line for a combination of settings the update cannot run with (each field checks its own range)."""
     if c.target_reduction == "subset_min":
@@ -225,4 +252,4 @@ def check_config(c: SACConfig) -> None:
         raise OfflineRLError(f"utd must be a positive divisor of batch_size ({c.batch_size}), got {c.utd}")
 
 
-__all__ = ["SACConfig", "SACAgent", "check_config"]
+__all__ = ["SACConfig", "SACAgent", "CQLCandidates", "cql_candidates", "check_config"]
