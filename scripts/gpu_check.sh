@@ -58,9 +58,11 @@ offrl() { (cd /tmp && $PY -c 'import sys; from offrl.cli import main; sys.argv[0
 tests() {  # the tests that train through conftest.train_agent, on the device
   local device=cuda select=()
   if ((dry)); then device=cpu; select=(-k "td3bc or iql"); fi
-  # From /tmp, so that the installed offrl (with its agents and envs entry points) is the one imported.
+  # From /tmp, so that the installed offrl (with its agents and envs entry points) is the one imported. The
+  # second-wave agents' files come last: with -x, a failure there leaves the first wave's results whole.
   (cd /tmp && OFFRL_TEST_DEVICE=$device $PY -m pytest -q -x -p no:cacheprovider --rootdir "$ROOT" \
-     "$ROOT"/tests/test_{td3bc,iql,bc,cql,sac,prdc,wsrl,calql,seed_axis,compile,neighbours}.py "${select[@]}") \
+     "$ROOT"/tests/test_{td3bc,iql,bc,cql,sac,prdc,wsrl,calql,seed_axis,compile,neighbours}.py \
+     "$ROOT"/tests/test_{csve,cdsa,mopo,mobile,cocoa,fb}.py "${select[@]}") \
     2>&1 | tee "$LOG/tests.log"
 }
 
