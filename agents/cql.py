@@ -46,7 +46,7 @@ from torch import nn
 from offrl.agent import Agent
 from offrl.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
-from offrl.nets import ObsNormalizer, TanhGaussianActor
+from offrl.nets import TanhGaussianActor
 from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
@@ -95,11 +95,6 @@ class CQL(Agent):
 
     # Network construction: an agent that changes what the networks read overrides these and keeps the
     # interfaces (TanhGaussianActor's; the critic's (obs, action) -> [S, 2, B] and `frozen`).
-    def build_obs_encoder(self) -> nn.Module:
-        """What the networks read instead of a raw state (applied once per update to the batch's observations
-        and next observations, and in act): the dataset-standardised state (identity unless normalize_obs)."""
-        return ObsNormalizer(self.spec.obs_dim)
-
     def build_actor(self) -> TanhGaussianActor:
         """π(a|s)."""
         s = self.spec

@@ -29,12 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from offrl.agent import Agent
 from offrl.config import Fraction, NonNegativeFloat, OpenUnitFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic
-from offrl.nets import GaussianActor, ObsNormalizer
+from offrl.nets import GaussianActor
 from offrl.optim import adam, cosine_annealing, gradient_step
 from offrl.registry import register_agent
 from offrl.rng import SeedStreams
@@ -74,11 +73,6 @@ class IQL(Agent):
 
     # Network construction: an agent that changes what the networks read overrides these and keeps the
     # interfaces (GaussianActor's; the critics' (obs[, action]) -> [S, E, B]).
-    def build_obs_encoder(self) -> nn.Module:
-        """What the networks read instead of a raw state (applied once per update to the batch's observations
-        and next observations, and in act): the dataset-standardised state (identity unless normalize_obs)."""
-        return ObsNormalizer(self.spec.obs_dim)
-
     def build_actor(self) -> GaussianActor:
         """π(a|s)."""
         s = self.spec

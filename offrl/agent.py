@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from offrl.errors import OfflineRLError
+from offrl.nets import ObsNormalizer
 from offrl.rng import SeedStreams
 
 
@@ -37,6 +38,13 @@ class Agent(nn.Module):
         self.noise = SeedStreams(self.seeds, "agent")
         # The run's update budget, set by the trainer before prepare(): for learning-rate schedules.
         self.total_steps = 1_000_000
+
+    def build_obs_encoder(self) -> nn.Module:
+        """What the networks read instead of a raw state (applied once per update to the batch's observations
+        and next observations, and in act): the dataset-standardised state (identity unless fitted). Agents that
+        read states through it call it before building their networks; one that changes what they read
+        overrides it (COCOA's anchors)."""
+        return ObsNormalizer(self.spec.obs_dim)
 
     def prepare(self, dataset, cache=None) -> None:
         """Dataset statistics and pre-training stages; called when a run starts and again on resume (the

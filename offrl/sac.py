@@ -33,7 +33,7 @@ from offrl.agent import Agent
 from offrl.config import Fraction, PositiveFloat, PositiveInt, UnitFloat, Widths
 from offrl.critics import CriticWithTarget, EnsembleCritic, reduce_members
 from offrl.errors import OfflineRLError
-from offrl.nets import ObsNormalizer, TanhGaussianActor
+from offrl.nets import TanhGaussianActor
 from offrl.optim import adam, gradient_step
 from offrl.rng import SeedStreams
 
@@ -92,11 +92,6 @@ class SACAgent(Agent):
         self.act_noise = SeedStreams(seeds, "act")
 
     # ---- networks: override to change what they read -------------------------------------------------
-    def build_obs_encoder(self) -> nn.Module:
-        """What the networks read instead of a raw state (applied once per update to the batch's observations
-        and next observations, and in act): the dataset-standardised state (identity unless normalize_obs)."""
-        return ObsNormalizer(self.spec.obs_dim)
-
     def build_actor(self) -> nn.Module:
         c, spec = self.config, self.spec
         return TanhGaussianActor(self.seeds, spec.obs_dim, spec.act_dim, c.actor_hidden or c.hidden,
