@@ -15,7 +15,7 @@ import torch
 
 from offrl.agent import Agent
 from offrl.config import PositiveFloat, PositiveInt, Widths
-from offrl.nets import MLP, encode_observations, init_seeded
+from offrl.nets import encode_observations, per_action_mlp
 from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
 
@@ -32,9 +32,7 @@ class DiscreteBC(Agent):
 
     def __init__(self, spec, config: Config, seeds, device="cpu"):
         super().__init__(spec, config, seeds, device)
-        in_dim = spec.n_observations or spec.obs_dim
-        self.policy = init_seeded(MLP((self.num_seeds,), in_dim, config.hidden, spec.n_actions, "relu"),
-                                  self.seeds, "policy")
+        self.policy = per_action_mlp(spec, self.seeds, config.hidden, "policy")
         self.policy_opt = adam(self.policy.parameters(), config.actor_lr)
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from offrl.agent import Agent
 from offrl.config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat, Widths
-from offrl.nets import MLP, encode_observations, init_seeded, soft_update
+from offrl.nets import encode_observations, per_action_mlp, soft_update
 from offrl.optim import adam, gradient_step
 from offrl.registry import register_agent
 
@@ -39,9 +39,7 @@ class DiscreteCQL(Agent):
 
     def __init__(self, spec, config: Config, seeds, device="cpu"):
         super().__init__(spec, config, seeds, device)
-        in_dim = spec.n_observations or spec.obs_dim
-        self.q = init_seeded(MLP((self.num_seeds,), in_dim, config.hidden, spec.n_actions, "relu"),
-                             self.seeds, "critic")
+        self.q = per_action_mlp(spec, self.seeds, config.hidden, "critic")
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.q_opt = adam(self.q.parameters(), config.critic_lr)
 

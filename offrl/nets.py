@@ -225,6 +225,13 @@ def encode_observations(obs: torch.Tensor, n_observations: int | None) -> torch.
     return obs if n_observations is None else one_hot(obs, n_observations)
 
 
+def per_action_mlp(spec, seeds, hidden, tag: str) -> "MLP":
+    """A per-seed ReLU MLP from what encode_observations gives (the one-hot of a discrete observation, else the
+    observation) to one output per discrete action: a policy's logits or Q(s, ·)."""
+    in_dim = spec.n_observations or spec.obs_dim
+    return init_seeded(MLP((len(seeds),), in_dim, hidden, spec.n_actions, "relu"), seeds, tag)
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging, target <- (1 - tau) target + tau source, as one fused foreach op."""
     with torch.no_grad():
@@ -234,4 +241,5 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 __all__ = ["StackedLinear", "StackedLayerNorm", "MLP", "init_seeded", "ActionScaler", "DeterministicActor",
-           "TanhGaussianActor", "GaussianActor", "ObsNormalizer", "one_hot", "encode_observations", "soft_update"]
+           "TanhGaussianActor", "GaussianActor", "ObsNormalizer", "one_hot", "encode_observations", "per_action_mlp",
+           "soft_update"]

@@ -25,14 +25,16 @@ def rollout(task: str, steps: int = 200, seed: int = 3):
     env = dmc_walker.DMCWalkerEnv(task)
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
+    # dm_control's own walker task of the same speed (flip has none), read on the same physics
+    speed = {"stand": 0.0, "walk": 1.0, "run": 8.0}.get(task)
+    own = None if speed is None else dmc_walker._walker_module().PlanarWalker(move_speed=speed)
     rewards, qpos, qvel, stock = [], [], [], []
     for _ in range(steps):
         rewards.append(env.step(rng.uniform(-1, 1, 6))[1])
         q, v = env.state()
         qpos.append(q), qvel.append(v)
-        if task != "flip":  # dm_control's own walker task of the same speed, read on the same physics
-            speed = {"stand": 0.0, "walk": 1.0, "run": 8.0}[task]
-            stock.append(dmc_walker._walker_module().PlanarWalker(move_speed=speed).get_reward(env.physics))
+        if own is not None:
+            stock.append(own.get_reward(env.physics))
     return np.array(rewards), np.array(qpos), np.array(qvel), np.array(stock)
 
 
